@@ -1,0 +1,42 @@
+# The README's commands. Each target installs what it needs first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run migrate test unit lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: install          ## embedded S3 + migrations + demo key + gateway + consumer
+	$(PY) -m service dev
+
+migrate: install
+	$(PY) -m service migrate
+
+test: install         ## the whole suite against the real PostgreSQL, RabbitMQ and S3 server
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install         ## ruff (lint + format check) and mypy (strict on service/ and consumer/)
+	$(VENV)/bin/ruff check service consumer tests bench
+	$(VENV)/bin/ruff format --check service consumer tests bench
+	$(VENV)/bin/mypy service consumer
+
+format: install
+	$(VENV)/bin/ruff check --fix service consumer tests bench
+	$(VENV)/bin/ruff format service consumer tests bench
+
+bench: install        ## the benchmarks of benchmarks.md; table on stdout, JSON in bench/results/
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""feedjobs: the gateway and the core shared by gateway and consumer."""

@@ -1,0 +1,149 @@
+"""Command line: ``python -m service [gateway|migrate|create-api-key|dev]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+
+from service import embedded_s3
+from service.db import ensure_database
+from service.errors import ConfigError
+from service.logs import configure_logging, get_logger
+from service.migrate import migrate
+from service.settings import Settings, load_settings
+from service.store import keys as keys_store
+
+DEMO_KEY = "demo-secret-key"
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"feedjobs: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings)
+    return settings
+
+
+async def _migrate(settings: Settings) -> None:
+    await ensure_database(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _add_key(settings: Settings, tenant: str, key: str) -> bool:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await keys_store.add_key(conn, tenant, key)
+    finally:
+        await conn.close()
+
+
+def gateway_main() -> None:
+    from aiohttp import web
+
+    from service.http.app import ON_FATAL, create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    app[ON_FATAL] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    get_logger("service").info("gateway_starting", host=settings.http_host, port=settings.http_port)
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+
+
+def dev(settings: Settings) -> int:
+    """``make run``: embedded S3 (unless S3_ENDPOINT_URL is set), migrations, a demo key,
+    then the gateway and a consumer as children; Ctrl-C stops them all."""
+    log = get_logger("service.dev")
+    env = dict(os.environ)
+    moto = None
+    if not settings.s3_endpoint_url:
+        moto = embedded_s3.start(settings.embedded_s3_port)
+        env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{settings.embedded_s3_port}"
+        log.info("embedded_s3_started", endpoint=env["S3_ENDPOINT_URL"])
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        asyncio.run(_migrate(settings))
+        key = settings.demo_api_key or DEMO_KEY
+        asyncio.run(_add_key(settings, "demo", key))
+        print(
+            f"\nfeedjobs is starting on http://{settings.http_host}:{settings.http_port}\n"
+            f"demo tenant API key: {key}   (development only)\n"
+            f"  curl -H 'x-api-key: {key}' http://{settings.http_host}:{settings.http_port}"
+            "/jobs\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        children.append(subprocess.Popen([sys.executable, "-m", "service", "gateway"], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "consumer"], env=env))
+        stopping = False
+
+        def stop(_sig: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+        return 0 if stopping else 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(settings.shutdown_grace_seconds + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if moto is not None:
+            embedded_s3.stop(moto)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("gateway", help="serve the HTTP API (default)")
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+    key = sub.add_parser("create-api-key", help="create an API key for a tenant, print it once")
+    key.add_argument("--tenant", required=True)
+    key.add_argument("--key", help="use this key instead of a random one (tests, demos)")
+    sub.add_parser("dev", help="make run: embedded S3, migrations, demo key, gateway + consumer")
+    args = parser.parse_args()
+    if args.command in (None, "gateway"):
+        gateway_main()
+        return
+    settings = _settings()
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+    elif args.command == "create-api-key":
+        asyncio.run(_migrate(settings))
+        new = args.key or keys_store.new_key()
+        if not asyncio.run(_add_key(settings, args.tenant, new)):
+            print("that key exists already", file=sys.stderr)
+            raise SystemExit(1)
+        print(new)
+    elif args.command == "dev":
+        raise SystemExit(dev(settings))
+
+
+if __name__ == "__main__":
+    main()

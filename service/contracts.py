@@ -1,0 +1,205 @@
+"""msgspec structs of every HTTP body and AMQP message (and so of the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+Mode = Literal["upsert", "snapshot"]
+Delimiter = Literal[",", ";", "\t", "|"]
+JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
+JobType = Literal["submission", "validation"]
+JOB_STATUSES: tuple[str, ...] = ("created", "queued", "running", "completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+
+NonNegative = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+
+
+class ErrorBody(Struct, omit_defaults=False):
+    error_code: str
+    message: str
+    detail: str
+    details: dict[str, Any] = {}
+
+
+class RunOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of one run; unset fields fall back to the feed's defaults."""
+
+    mode: Mode | None = None
+    max_rejected_rows: NonNegative | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+class EffectiveOptions(Struct, kw_only=True):
+    """The options a run actually ran with (stored with the run, shown by /runs)."""
+
+    mode: Mode
+    max_rejected_rows: int | None
+    dry_run: bool
+    force: bool
+    delimiter: str
+
+
+class RunRequest(Struct, kw_only=True):
+    """An AMQP run request: from the gateway's outbox, the sweeper, or upstream services.
+
+    ``attempt`` is set by feedjobs itself: it names the queued run the message wakes, so a
+    duplicate delivery can never start a second run.
+    """
+
+    job_id: str | None = None
+    feed_id: str | None = None
+    options: RunOptions | None = None
+    request_id: str | None = None
+    attempt: int | None = None
+
+
+class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
+    s3_uri: str
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    mode: Mode = "upsert"
+    delimiter: Delimiter = ","
+    max_rejected_rows: NonNegative | None = None
+
+
+class FeedCreated(Struct):
+    feed_id: str
+    submission_job_id: str
+    validation_job_id: str
+
+
+class FeedView(Struct):
+    feed_id: str
+    name: str
+    s3_uri: str
+    mode: str
+    delimiter: str
+    created_at: str
+    validation_job_id: str
+    submission_job_id: str
+    product_count: int
+    last_loaded_at: str | None
+    max_rejected_rows: int | None
+
+
+class JobView(Struct):
+    job_id: str
+    feed_id: str
+    job_type: str
+    status: str
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempt: int
+    message: str | None
+    progress: Raw | None
+    retry_after: int | None
+    result: Raw | None
+    error: Raw | None
+
+
+class JobList(Struct):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class RunAccepted(Struct):
+    job_id: str
+    status: str
+    attempt: int
+
+
+class RunView(Struct):
+    attempt: int
+    status: str
+    requested_at: str
+    started_at: str | None
+    finished_at: str | None
+    requested_by: str
+    options: Raw
+    result: Raw | None
+    error: Raw | None
+
+
+class RunList(Struct):
+    job_id: str
+    runs: list[RunView]
+
+
+class RowError(Struct):
+    line: int
+    column: str | None
+    code: str
+    message: str
+    raw: str
+
+
+class ErrorList(Struct):
+    job_id: str
+    attempt: int
+    errors: list[RowError]
+    next_cursor: str | None
+
+
+class FirstError(Struct):
+    line: int
+    column: str | None
+    code: str
+    message: str
+
+
+class ValidationResult(Struct, kw_only=True):
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    bytes_read: int
+    file_unchanged: bool
+    ignored_columns: list[str]
+    first_error: FirstError | None
+    duration_ms: int
+    dry_run: bool = False
+
+
+class SubmissionResult(Struct):
+    bytes: int
+    sha256: str
+    s3_uri: str
+
+
+class JobError(Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class Progress(Struct):
+    rows_read: int
+    bytes_read: int
+    bytes_total: int | None
+    percent: float | None
+
+
+class StatusEvent(Struct):
+    job_id: str
+    feed_id: str
+    status: str
+    attempt: int
+    result: Raw | None
+    error: Raw | None
+    occurred_at: str
+
+
+json_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return json_encoder.encode(obj)

@@ -1,0 +1,105 @@
+"""``create_app(settings)``: the gateway, with one cleanup context per resource."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from service.bus import Names
+from service.db import create_pool, ensure_database
+from service.http import keys, routes_feeds, routes_jobs, routes_ops
+from service.http.auth import KeyCache
+from service.http.metrics import METRICS, Metrics
+from service.http.middleware import authenticate, request_context
+from service.http.ratelimit import RateLimiter
+from service.listener import JobWatcher
+from service.logs import get_logger
+from service.migrate import migrate
+from service.outbox import OutboxRelay
+from service.s3 import ensure_bucket, s3_client
+from service.settings import Settings
+
+log = get_logger(__name__)
+BACKGROUND = web.AppKey("background", list)
+ON_FATAL = web.AppKey("on_fatal", object)
+
+
+def _supervise(
+    app: web.Application, name: str, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    """Run a background task for the app's lifetime; if it dies, the process must not limp on."""
+    task = asyncio.create_task(coro, name=name)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        log.error("background_task_died", task=name, error=repr(exc))
+        on_fatal: Callable[[], None] | None = app.get(ON_FATAL)  # type: ignore[assignment]
+        if on_fatal is not None:
+            on_fatal()
+
+    task.add_done_callback(done)
+    app[BACKGROUND].append(task)
+    return task
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    await ensure_database(settings.database_url)
+    pool = await create_pool(
+        settings.database_url, max_size=settings.db_pool_max, retries=settings.connect_retries
+    )
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    app[keys.POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _s3(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    async with s3_client(settings) as client:
+        await ensure_bucket(client, settings.s3_bucket)
+        app[keys.S3] = client
+        yield
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    watcher = app[keys.WATCHER]
+    relay = OutboxRelay(
+        app[keys.POOL],
+        settings.amqp_url,
+        Names(settings.amqp_prefix),
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    app[keys.HEALTH]["relay"] = relay
+    watcher.on("outbox", relay.wake)
+    _supervise(app, "listener", watcher.run())
+    _supervise(app, "outbox_relay", relay.run())
+    yield
+    for task in app[BACKGROUND]:
+        task.cancel()
+    await asyncio.gather(*app[BACKGROUND], return_exceptions=True)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, authenticate], client_max_size=settings.max_json_body_bytes
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.WATCHER] = JobWatcher(settings.database_url)
+    app[keys.KEYS] = KeyCache()
+    app[keys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[keys.HEALTH] = {}
+    app[METRICS] = Metrics()
+    app[BACKGROUND] = []
+    app.cleanup_ctx.extend([_postgres, _s3, _background])
+    app.add_routes(routes_ops.routes)
+    app.add_routes(routes_feeds.routes)
+    app.add_routes(routes_jobs.routes)
+    return app

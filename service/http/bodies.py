@@ -1,0 +1,137 @@
+"""Reading and checking request bodies and query parameters; writing JSON responses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from service.contracts import encode
+from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+T = TypeVar("T")
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=encode(obj),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def _validation_message(
+    exc: msgspec.ValidationError | msgspec.DecodeError,
+) -> tuple[str, str | None]:
+    text = str(exc)
+    field = None
+    if " - at `$." in text:
+        text, _, where = text.partition(" - at `$.")
+        field = where.rstrip("`")
+    elif text.startswith("Object contains unknown field"):
+        field = text.split("`")[1] if "`" in text else None
+    return text, field
+
+
+async def read_json(
+    request: web.Request,
+    kind: type[T],
+    *,
+    limit: int,
+    optional: bool = False,
+    raw: bytes | None = None,
+) -> T | None:
+    """Decode a JSON body into ``kind``; 415/413/400 with a sentence naming what is wrong."""
+    if raw is None:
+        if request.content_length is None and not request.can_read_body:
+            if optional:
+                return None
+        if request.can_read_body and request.content_type != "application/json":
+            raise UnsupportedMediaType(
+                f"Expected Content-Type application/json, got {request.content_type}",
+                details={"content_type": request.content_type},
+            )
+        raw = await read_limited(request, limit)
+    if not raw.strip():
+        if optional:
+            return None
+        raise InvalidRequest("The request body is empty; a JSON object is required")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        text, field = _validation_message(exc)
+        message = f"Invalid JSON body: {text}" + (f" (field `{field}`)" if field else "")
+        raise InvalidRequest(message, details={"field": field} if field else {}) from exc
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"JSON bodies are limited to {limit} bytes", details={"limit_bytes": limit}
+        )
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(
+                f"JSON bodies are limited to {limit} bytes", details={"limit_bytes": limit}
+            )
+    return bytes(data)
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"Query parameter `{name}` must be an integer from {lo} to {hi}",
+            details={"field": name},
+        ) from None
+    if not lo <= number <= hi:
+        raise InvalidRequest(
+            f"Query parameter `{name}` must be from {lo} to {hi}, got {number}",
+            details={"field": name},
+        )
+    return number
+
+
+def query_time(request: web.Request, name: str) -> datetime | None:
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        parsed = msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise InvalidRequest(
+            f"Query parameter `{name}` must be an RFC 3339 timestamp with offset, got {value!r}",
+            details={"field": name},
+        )
+    return parsed
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def decode_cursor(value: str, kind: type[T]) -> T:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return msgspec.json.decode(raw, type=kind)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidRequest(
+            "Query parameter `cursor` is not a cursor this API returned",
+            details={"field": "cursor"},
+        ) from None

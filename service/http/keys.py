@@ -1,0 +1,21 @@
+"""Typed application keys: every handler finds its dependencies here, never in globals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from service.http.auth import KeyCache
+from service.http.ratelimit import RateLimiter
+from service.listener import JobWatcher
+from service.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+S3 = web.AppKey("s3", Any)
+WATCHER = web.AppKey("watcher", JobWatcher)
+KEYS = web.AppKey("key_cache", KeyCache)
+LIMITER = web.AppKey("rate_limiter", RateLimiter)
+HEALTH = web.AppKey("health", dict)

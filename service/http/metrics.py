@@ -1,0 +1,73 @@
+"""Prometheus metrics of the gateway (one registry per app, so tests can run many apps)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "feedjobs_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method", "status"],
+            registry=self.registry,
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
+        )
+        self.jobs = Gauge(
+            "feedjobs_jobs",
+            "Jobs by type and status",
+            ["job_type", "status"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "feedjobs_outbox_backlog", "Outbox rows not yet published", registry=self.registry
+        )
+        self.rows = Gauge(
+            "feedjobs_rows_processed", "Rows read by completed runs", registry=self.registry
+        )
+        self.long_polls = Gauge(
+            "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
+        )
+        self.requests = Counter(
+            "feedjobs_http_requests", "HTTP requests", ["status"], registry=self.registry
+        )
+
+    async def refresh(self, pool: asyncpg.Pool, waiting: int) -> None:
+        self.jobs.clear()
+        for row in await pool.fetch(
+            "SELECT job_type, status, count(*) AS n FROM jobs GROUP BY job_type, status"
+        ):
+            self.jobs.labels(row["job_type"], row["status"]).set(row["n"])
+        self.outbox_backlog.set(
+            await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        )
+        self.rows.set(
+            await pool.fetchval(
+                "SELECT coalesce(sum((result->>'rows_read')::bigint), 0) FROM job_runs"
+                " WHERE status = 'completed'"
+            )
+        )
+        self.long_polls.set(waiting)
+
+
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,147 @@
+"""Request id, access log, error bodies, authentication and rate limiting."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from service.contracts import ErrorBody, encode
+from service.errors import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    RouteNotFound,
+    ServiceError,
+    Unavailable,
+)
+from service.http import keys
+from service.http.metrics import METRICS
+from service.logs import get_logger
+from service.store.keys import Principal
+
+log = get_logger("service.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+PROTECTED = ("/jobs", "/feeds")
+
+
+def error_response(exc: ServiceError, request_id: str) -> web.Response:
+    details = dict(exc.details)
+    if exc.status >= 500:
+        details.setdefault("request_id", request_id)
+    body = ErrorBody(
+        error_code=exc.error_code, message=exc.message, detail=exc.detail, details=details
+    )
+    resp = web.Response(
+        status=exc.status, body=encode(body), content_type="application/json", charset="utf-8"
+    )
+    for name, value in exc.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def _translate_http(exc: web.HTTPException) -> ServiceError:
+    if exc.status == 404:
+        return RouteNotFound("No such route")
+    if exc.status == 405:
+        return MethodNotAllowed("Method not allowed on this route")
+    if exc.status == 413:
+        return PayloadTooLarge("The request body is too large")
+    err = ServiceError(exc.reason or "HTTP error")
+    err.status = exc.status  # type: ignore[misc]
+    err.error_code = "HTTP_ERROR"  # type: ignore[misc]
+    return err
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, one access log line, and every error mapped to the error body."""
+    started = time.perf_counter()
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(_translate_http(exc), request_id)
+        except ServiceError as exc:
+            response = error_response(exc, request_id)
+        except asyncpg.PostgresConnectionError as exc:
+            log.warning("database_unavailable", error=str(exc))
+            response = error_response(
+                Unavailable(
+                    "The database is not reachable; try again shortly", headers={"Retry-After": "5"}
+                ),
+                request_id,
+            )
+        except (OSError, asyncpg.CannotConnectNowError) as exc:
+            log.warning("database_unavailable", error=str(exc))
+            response = error_response(
+                Unavailable(
+                    "A backing service is not reachable; try again shortly",
+                    headers={"Retry-After": "5"},
+                ),
+                request_id,
+            )
+        except Exception:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = error_response(ServiceError("Internal error"), request_id)
+    except web.HTTPException as exc:  # redirects and the like
+        exc.headers["x-request-id"] = request_id
+        raise
+    response.headers["x-request-id"] = request_id
+    elapsed = time.perf_counter() - started
+    route = request.match_info.route.resource
+    request.app[METRICS].latency.labels(
+        route.canonical if route is not None else "unmatched", request.method, str(response.status)
+    ).observe(elapsed)
+    p = request.get(PRINCIPAL)
+    log.info(
+        "http_request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        tenant=p.tenant if p else None,
+        duration_ms=round(elapsed * 1000, 2),
+    )
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if not any(path == p or path.startswith(p + "/") for p in PROTECTED):
+        return await handler(request)
+    app = request.app
+    p = await app[keys.KEYS].authenticate(app[keys.POOL], request.headers.get("x-api-key"))
+    request[PRINCIPAL] = p
+    structlog.contextvars.bind_contextvars(tenant=p.tenant)
+    limiter = app[keys.LIMITER]
+    allowed, remaining, wait = limiter.take(p.key_id)
+    if not allowed:
+        headers = limiter.headers(remaining, wait)
+        headers["Retry-After"] = headers["RateLimit-Reset"] if wait >= 1 else "1"
+        raise RateLimited(
+            f"Rate limit of {limiter.rate:g} requests per second (burst {limiter.burst}) exceeded",
+            detail="Too many requests",
+            headers=headers,
+        )
+    return await handler(request)

@@ -1,0 +1,33 @@
+"""Token-bucket rate limiting per API key (per process: each gateway replica counts its own)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, key: int, now: float | None = None) -> tuple[bool, int, float]:
+        """Take one token; returns (allowed, tokens left, seconds until one is back)."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            tokens -= 1.0
+            self._buckets[key] = (tokens, now)
+            return True, int(tokens), 0.0
+        self._buckets[key] = (tokens, now)
+        wait = (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+        return False, 0, wait
+
+    def headers(self, remaining: int, wait: float) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.burst),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(max(0, math.ceil(wait))),
+        }

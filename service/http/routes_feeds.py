@@ -1,0 +1,210 @@
+"""/feeds routes: upload (streamed to S3) or register a feed, new file versions, read a feed."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from aiohttp import web
+
+from service import ids
+from service.contracts import FeedCreated, FeedView, RegisterFeed, SubmissionResult, encode
+from service.errors import FeedNotFound, InvalidRequest, ServiceError, UnsupportedMediaType
+from service.http import keys
+from service.http.bodies import json_response, query_int, read_json
+from service.http.middleware import principal
+from service.logs import get_logger
+from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
+from service.store import feeds as feeds_store
+
+log = get_logger(__name__)
+routes = web.RouteTableDef()
+
+UPLOAD_TYPES = (
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+)
+DELIMITERS = {",": ",", ";": ";", "|": "|", "\t": "\t", "tab": "\t", "\\t": "\t"}
+
+
+def _upload_options(request: web.Request) -> dict[str, Any]:
+    q = request.query
+    mode = q.get("mode") or "upsert"
+    if mode not in ("upsert", "snapshot"):
+        raise InvalidRequest(
+            "Query parameter `mode` must be upsert or snapshot", details={"field": "mode"}
+        )
+    delimiter = DELIMITERS.get(q.get("delimiter") or ",")
+    if delimiter is None:
+        raise InvalidRequest(
+            "Query parameter `delimiter` must be one of , ; | or tab",
+            details={"field": "delimiter"},
+        )
+    name = q.get("name") or None
+    if name is not None and len(name) > 200:
+        raise InvalidRequest(
+            "Query parameter `name` is limited to 200 characters", details={"field": "name"}
+        )
+    max_rejected = (
+        query_int(request, "max_rejected_rows", -1, 0, 2**31 - 1)
+        if q.get("max_rejected_rows")
+        else None
+    )
+    return {"mode": mode, "delimiter": delimiter, "name": name, "max_rejected_rows": max_rejected}
+
+
+def _upload_key(tenant: str, feed_id: str, js_id: str) -> str:
+    return f"uploads/{tenant}/{feed_id}/{js_id}.csv"
+
+
+async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -> None:
+    """Stream the body to S3 and record the outcome in the JS job (and the feed, on success)."""
+    app = request.app
+    pool = app[keys.POOL]
+    settings = app[keys.SETTINGS]
+    try:
+        stored = await upload_stream(
+            app[keys.S3], uri, request.content.iter_any(), limit=settings.max_upload_bytes
+        )
+    except BaseException as exc:
+        if isinstance(exc, ServiceError):
+            code, message = exc.error_code, exc.message
+            exc.details.update({"feed_id": feed_id, "submission_job_id": js_id})
+        else:
+            code, message = "UPLOAD_FAILED", f"The upload broke off: {type(exc).__name__}"
+        await feeds_store.finish_submission(
+            pool,
+            js_id,
+            result=None,
+            message=message,
+            error=encode({"code": code, "message": message, "details": {}}).decode(),
+        )
+        log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
+        raise
+    result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
+    async with pool.acquire() as conn, conn.transaction():
+        await feeds_store.set_uri(conn, feed_id, str(uri), js_id)
+        await feeds_store.finish_submission(
+            conn,
+            js_id,
+            result=encode(result).decode(),
+            error=None,
+            message=f"Stored {stored.bytes} bytes",
+        )
+    log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
+
+
+def _check_upload_type(request: web.Request) -> None:
+    if request.content_type not in UPLOAD_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {request.content_type} is not accepted: send the CSV as text/csv"
+            " (optionally with Content-Encoding: gzip), or JSON with an s3_uri",
+            details={"content_type": request.content_type},
+        )
+
+
+@routes.post("/feeds")
+async def create_feed(request: web.Request) -> web.Response:
+    if request.content_type == "application/json":
+        return await _register(request)
+    _check_upload_type(request)
+    opts = _upload_options(request)
+    p = principal(request)
+    pool = request.app[keys.POOL]
+    bucket = request.app[keys.SETTINGS].s3_bucket
+    async with pool.acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=opts["name"],
+            s3_uri=None,
+            source="upload",
+            mode=opts["mode"],
+            delimiter=opts["delimiter"],
+            max_rejected_rows=opts["max_rejected_rows"],
+            submission_status="running",
+        )
+        uri = S3Uri(bucket, _upload_key(p.tenant, feed_id, js_id))
+        await feeds_store.set_uri(conn, feed_id, str(uri), js_id)
+    log.info("feed_created", feed_id=feed_id, source="upload")
+    await _receive(request, feed_id, js_id, uri)
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+async def _register(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    body = await read_json(request, RegisterFeed, limit=settings.max_json_body_bytes)
+    assert body is not None
+    uri = parse_s3_uri(body.s3_uri)
+    info = await head(request.app[keys.S3], uri)
+    if info is None:
+        raise InvalidRequest(
+            f"Object {uri} does not exist or is not readable",
+            details={"field": "s3_uri", "s3_uri": str(uri)},
+        )
+    p = principal(request)
+    result = {"bytes": info.size, "sha256": None, "s3_uri": str(uri), "etag": info.etag}
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=body.name or posixpath.basename(uri.key),
+            s3_uri=str(uri),
+            source="register",
+            mode=body.mode,
+            delimiter=body.delimiter,
+            max_rejected_rows=body.max_rejected_rows,
+            submission_status="completed",
+            submission_result=encode(result).decode(),
+        )
+    log.info("feed_created", feed_id=feed_id, source="register")
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+@routes.put("/feeds/{feed_id}/file")
+async def replace_file(request: web.Request) -> web.Response:
+    feed_id = request.match_info["feed_id"]
+    p = principal(request)
+    if not ids.is_feed_id(feed_id):
+        raise FeedNotFound(feed_id)
+    _check_upload_type(request)
+    pool = request.app[keys.POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        feed = await conn.fetchrow(
+            "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, p.tenant_id
+        )
+        if feed is None:
+            raise FeedNotFound(feed_id)
+        if feed["source"] != "upload":
+            raise InvalidRequest(
+                f"Feed {feed_id} reads {feed['s3_uri']}, which its owner updates in S3;"
+                " only uploaded feeds take a new file here",
+                details={"feed_id": feed_id},
+            )
+        js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
+    uri = S3Uri(request.app[keys.SETTINGS].s3_bucket, _upload_key(p.tenant, feed_id, js_id))
+    await _receive(request, feed_id, js_id, uri)
+    return json_response(
+        FeedCreated(feed_id, js_id, feed["validation_job_id"]),
+        status=201,
+        headers={"Location": f"/feeds/{feed_id}"},
+    )
+
+
+@routes.get("/feeds/{feed_id}")
+async def get_feed(request: web.Request) -> web.Response:
+    feed_id = request.match_info["feed_id"]
+    if not ids.is_feed_id(feed_id):
+        raise FeedNotFound(feed_id)
+    row = await feeds_store.get_feed(request.app[keys.POOL], feed_id, principal(request).tenant_id)
+    if row is None:
+        raise FeedNotFound(feed_id)
+    return json_response(FeedView(**dict(row)))

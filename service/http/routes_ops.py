@@ -1,0 +1,53 @@
+"""Operations routes: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.http import keys, openapi
+from service.http.bodies import json_response
+from service.http.metrics import METRICS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            await request.app[keys.POOL].fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means "not ready", and says why
+        checks["postgres"] = f"down: {type(exc).__name__}"
+    health = request.app[keys.HEALTH]
+    checks["rabbitmq"] = "ok" if health.get("relay") and health["relay"].connected else "down"
+    checks["listener"] = "ok" if request.app[keys.WATCHER].connected.is_set() else "down"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "5"},
+    )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    await m.refresh(request.app[keys.POOL], request.app[keys.WATCHER].waiting)
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+@routes.get("/openapi.json")
+async def openapi_json(_request: web.Request) -> web.Response:
+    return json_response(openapi.build())

@@ -1,0 +1,208 @@
+"""Jobs: the read views, listing, and the state changes shared by gateway and consumer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service.contracts import EffectiveOptions, RunOptions, RunRequest, encode
+
+JOB_COLUMNS = """
+    j.id AS job_id, j.feed_id, j.job_type, j.status, rfc3339(j.created_at) AS created_at,
+    rfc3339(j.updated_at) AS updated_at, rfc3339(j.started_at) AS started_at,
+    rfc3339(j.finished_at) AS finished_at, j.attempt, j.message, j.progress::text AS progress,
+    CASE WHEN j.status IN ('queued', 'running') THEN coalesce(j.retry_after, 2) END AS retry_after,
+    j.result::text AS result, j.error::text AS error, j.version
+"""
+
+GET_JOB_SQL = f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1 AND j.tenant_id = $2"
+
+
+async def get_job(
+    db: asyncpg.Pool | asyncpg.Connection, job_id: str, tenant_id: int
+) -> asyncpg.Record | None:
+    return await db.fetchrow(GET_JOB_SQL, job_id, tenant_id)
+
+
+async def job_version(
+    db: asyncpg.Pool | asyncpg.Connection, job_id: str, tenant_id: int
+) -> tuple[int, str] | None:
+    row = await db.fetchrow(
+        "SELECT version, status FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
+    return None if row is None else (row["version"], row["status"])
+
+
+async def list_jobs(
+    db: asyncpg.Pool,
+    tenant_id: int,
+    *,
+    statuses: list[str] | None,
+    job_type: str | None,
+    feed_id: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    cursor: tuple[datetime, int, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    where = ["j.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if statuses:
+        where.append(f"j.status = ANY({arg(statuses)}::text[])")
+    if job_type:
+        where.append(f"j.job_type = {arg(job_type)}")
+    if feed_id:
+        where.append(f"j.feed_id = {arg(feed_id)}")
+    if created_after:
+        where.append(f"j.created_at > {arg(created_after)}")
+    if created_before:
+        where.append(f"j.created_at < {arg(created_before)}")
+    if cursor:
+        where.append(
+            f"(j.created_at, j.seq, j.id) < ({arg(cursor[0])}, {arg(cursor[1])}, {arg(cursor[2])})"
+        )
+    sql = (
+        f"SELECT {JOB_COLUMNS}, j.created_at AS created_ts, j.seq FROM jobs j"
+        f" WHERE {' AND '.join(where)} ORDER BY j.created_at DESC, j.seq DESC, j.id DESC"
+        f" LIMIT {arg(limit)}"
+    )
+    rows: list[asyncpg.Record] = await db.fetch(sql, *args)
+    return rows
+
+
+def effective_options(options: RunOptions | None, feed: asyncpg.Record) -> EffectiveOptions:
+    opts = options or RunOptions()
+    return EffectiveOptions(
+        mode=opts.mode or feed["mode"],
+        max_rejected_rows=(
+            opts.max_rejected_rows
+            if opts.max_rejected_rows is not None
+            else feed["max_rejected_rows"]
+        ),
+        dry_run=opts.dry_run,
+        force=opts.force,
+        delimiter=feed["delimiter"],
+    )
+
+
+async def lock_job(
+    conn: asyncpg.Connection, job_id: str, tenant_id: int | None = None
+) -> asyncpg.Record | None:
+    if tenant_id is None:
+        return await conn.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+    return await conn.fetchrow(
+        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE", job_id, tenant_id
+    )
+
+
+async def queue_run(
+    conn: asyncpg.Connection,
+    job: asyncpg.Record,
+    options: EffectiveOptions,
+    *,
+    requested_by: str,
+    request_id: str | None,
+    attempt: int | None = None,
+) -> int:
+    """Queue a new run of a (locked) validation job, with its run request in the outbox.
+
+    Must be called inside a transaction that holds the job's row lock. Returns the attempt.
+    """
+    attempt = job["attempt"] + 1 if attempt is None else attempt
+    opts_json = encode(options).decode()
+    await conn.execute(
+        "UPDATE jobs SET status = 'queued', attempt = $2, options = $3::jsonb, queued_at = now(),"
+        " published_at = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,"
+        " progress = NULL, retry_after = 2, lease_until = NULL, cancel_requested = false,"
+        " message = 'Queued' WHERE id = $1",
+        job["id"],
+        attempt,
+        opts_json,
+    )
+    await conn.execute(
+        "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
+        " VALUES ($1, $2, 'queued', $3, $4, $5::jsonb)",
+        job["id"],
+        attempt,
+        requested_by,
+        request_id,
+        opts_json,
+    )
+    await enqueue_run_message(conn, job["id"], attempt, request_id)
+    return attempt
+
+
+async def enqueue_run_message(
+    conn: asyncpg.Connection, job_id: str, attempt: int, request_id: str | None
+) -> None:
+    body = encode(RunRequest(job_id=job_id, attempt=attempt, request_id=request_id))
+    await conn.execute(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body)"
+        " VALUES ('jobs', 'run', $1, $2)",
+        f"{job_id}.{attempt}.{uuid.uuid4().hex[:8]}",
+        body,
+    )
+
+
+async def cancel(conn: asyncpg.Connection, job: asyncpg.Record) -> None:
+    """Cancel a locked job: queued → cancelled at once; running → flagged for the consumer."""
+    if job["status"] == "queued":
+        await conn.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = now(), message = 'Cancelled',"
+            ' error = \'{"code": "CANCELLED", "message": "Cancelled before it started"}\''
+            " WHERE id = $1",
+            job["id"],
+        )
+        await conn.execute(
+            "UPDATE job_runs SET status = 'cancelled', finished_at = now() WHERE job_id = $1"
+            " AND attempt = $2",
+            job["id"],
+            job["attempt"],
+        )
+    else:
+        await conn.execute(
+            "UPDATE jobs SET cancel_requested = true, message = 'Cancelling' WHERE id = $1",
+            job["id"],
+        )
+
+
+async def list_runs(db: asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT attempt, status, rfc3339(requested_at) AS requested_at,"
+        " rfc3339(started_at) AS started_at, rfc3339(finished_at) AS finished_at, requested_by,"
+        " options::text AS options, result::text AS result, error::text AS error"
+        " FROM job_runs WHERE job_id = $1 ORDER BY attempt DESC",
+        job_id,
+    )
+    return rows
+
+
+async def list_errors(
+    db: asyncpg.Pool, job_id: str, attempt: int, after: int, limit: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT ordinal, line, column_name, code, message, raw FROM job_errors"
+        " WHERE job_id = $1 AND attempt = $2 AND ordinal > $3 ORDER BY ordinal LIMIT $4",
+        job_id,
+        attempt,
+        after,
+        limit,
+    )
+    return rows
+
+
+async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
+    attempt: int | None = await db.fetchval(
+        "SELECT max(attempt) FROM job_runs WHERE job_id = $1"
+        " AND status IN ('running', 'completed', 'failed', 'cancelled')",
+        job_id,
+    )
+    return attempt or 0
