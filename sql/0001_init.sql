@@ -65,10 +65,18 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_tenant_list_idx ON jobs (tenant_id, created_at DESC, seq DESC);
 CREATE INDEX jobs_active_idx ON jobs (status, lease_until) WHERE status IN ('queued', 'running');
 
+-- The version (the ETag) moves only when something a client sees changes: lease renewals
+-- and bookkeeping columns do not wake long polls or invalidate caches.
 CREATE FUNCTION jobs_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.version := OLD.version + 1;
-    NEW.updated_at := now();
+    IF (NEW.status, NEW.attempt, NEW.message, NEW.progress, NEW.retry_after, NEW.result,
+        NEW.error, NEW.started_at, NEW.finished_at)
+       IS DISTINCT FROM
+       (OLD.status, OLD.attempt, OLD.message, OLD.progress, OLD.retry_after, OLD.result,
+        OLD.error, OLD.started_at, OLD.finished_at) THEN
+        NEW.version := OLD.version + 1;
+        NEW.updated_at := now();
+    END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_touch();
@@ -79,7 +87,8 @@ BEGIN
     PERFORM pg_notify('job_changed', NEW.id);
     RETURN NULL;
 END $$;
-CREATE TRIGGER jobs_notify AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_notify();
+CREATE TRIGGER jobs_notify AFTER UPDATE ON jobs FOR EACH ROW
+    WHEN (OLD.version IS DISTINCT FROM NEW.version) EXECUTE FUNCTION jobs_notify();
 
 CREATE TABLE job_runs (
     job_id          text NOT NULL REFERENCES jobs(id),
@@ -110,6 +119,7 @@ CREATE TABLE job_errors (
     raw         text NOT NULL,
     PRIMARY KEY (job_id, attempt, ordinal)
 );
+CREATE INDEX job_errors_order_idx ON job_errors (job_id, attempt, line, ordinal);
 
 CREATE TABLE outbox (
     id           bigserial PRIMARY KEY,

@@ -298,14 +298,15 @@ async def job_errors(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     pool = request.app[keys.POOL]
     if request.query.get("cursor"):
-        attempt, after = decode_cursor(request.query["cursor"], tuple[int, int])
+        attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
+        after = (line, ordinal)
     else:
-        attempt, after = await jobs_store.latest_errors_attempt(pool, row["job_id"]), 0
+        attempt, after = await jobs_store.latest_errors_attempt(pool, row["job_id"]), (0, 0)
     rows = await jobs_store.list_errors(pool, row["job_id"], attempt, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor([attempt, rows[-1]["ordinal"]])
+        next_cursor = encode_cursor([attempt, rows[-1]["line"], rows[-1]["ordinal"]])
     return json_response(
         ErrorList(
             job_id=row["job_id"],

@@ -111,6 +111,7 @@ async def queue_run(
     requested_by: str,
     request_id: str | None,
     attempt: int | None = None,
+    publish: bool = True,
 ) -> int:
     """Queue a new run of a (locked) validation job, with its run request in the outbox.
 
@@ -136,7 +137,8 @@ async def queue_run(
         request_id,
         opts_json,
     )
-    await enqueue_run_message(conn, job["id"], attempt, request_id)
+    if publish:
+        await enqueue_run_message(conn, job["id"], attempt, request_id)
     return attempt
 
 
@@ -186,14 +188,17 @@ async def list_runs(db: asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
 
 
 async def list_errors(
-    db: asyncpg.Pool, job_id: str, attempt: int, after: int, limit: int
+    db: asyncpg.Pool, job_id: str, attempt: int, after: tuple[int, int], limit: int
 ) -> list[asyncpg.Record]:
+    """Rejections in file order (by line), after the (line, ordinal) ``after``."""
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT ordinal, line, column_name, code, message, raw FROM job_errors"
-        " WHERE job_id = $1 AND attempt = $2 AND ordinal > $3 ORDER BY ordinal LIMIT $4",
+        " WHERE job_id = $1 AND attempt = $2 AND (line, ordinal) > ($3, $4)"
+        " ORDER BY line, ordinal LIMIT $5",
         job_id,
         attempt,
-        after,
+        after[0],
+        after[1],
         limit,
     )
     return rows

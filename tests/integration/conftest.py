@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from consumer.service import Consumer
 from service.http.app import create_app
 from service.settings import Settings
 from service.store import keys as keys_store
@@ -34,3 +35,38 @@ def acme() -> dict[str, str]:
 @pytest.fixture
 def globex() -> dict[str, str]:
     return {"x-api-key": GLOBEX_KEY}
+
+
+@pytest.fixture
+async def consumer(settings: Settings, client: TestClient) -> AsyncIterator[Consumer]:
+    """A real consumer (AMQP, S3, PostgreSQL, parse worker processes) in this event loop."""
+    c = Consumer(settings)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+async def run_and_wait(
+    client: TestClient,
+    headers: dict[str, str],
+    job_id: str,
+    body: dict[str, object] | None = None,
+    wait: int = 60,
+) -> dict[str, object]:
+    """POST /run?wait and return the job once terminal."""
+    resp = await client.post(f"/jobs/{job_id}/run?wait={wait}", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    job: dict[str, object] = await resp.json()
+    assert job["status"] in ("completed", "failed", "cancelled"), job
+    return job
+
+
+async def upload_feed(
+    client: TestClient, headers: dict[str, str], data: bytes, query: str = ""
+) -> dict[str, str]:
+    resp = await client.post(
+        f"/feeds{query}", data=data, headers={**headers, "Content-Type": "text/csv"}
+    )
+    assert resp.status == 201, await resp.text()
+    ids: dict[str, str] = await resp.json()
+    return ids

@@ -1,0 +1,1 @@
+"""The worker: consumes run requests, streams feeds from S3, validates, loads PostgreSQL."""

@@ -1,0 +1,51 @@
+"""What the parse worker tells the consumer: length-prefixed msgpack frames on its stdout."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+
+class Header(msgspec.Struct, tag="header"):
+    ignored: list[str]
+    missing: list[str]
+
+
+class Batch(msgspec.Struct, tag="batch"):
+    payload: bytes  # CSV for COPY: line, then the cleaned columns
+    rows: int  # valid rows in payload
+    rows_read: int  # data rows read so far
+    errors: list[tuple[int, str | None, str, str, str]]  # line, column, code, message, raw
+
+
+class End(msgspec.Struct, tag="end"):
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    inflated_bytes: int
+
+
+class Fatal(msgspec.Struct, tag="fatal"):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+Frame = Header | Batch | End | Fatal
+LENGTH = struct.Struct(">I")
+encoder = msgspec.msgpack.Encoder()
+decoder = msgspec.msgpack.Decoder(Frame)
+
+
+def pack(frame: Frame) -> bytes:
+    body = encoder.encode(frame)
+    return LENGTH.pack(len(body)) + body
+
+
+class WorkerConfig(msgspec.Struct, frozen=True):
+    delimiter: str = ","
+    batch_rows: int = 5000
+    max_inflated_bytes: int = 20 * 1024**3
+    max_inflate_ratio: int = 200

@@ -1,0 +1,207 @@
+"""A run's life in PostgreSQL: claim (queued → running), lease renewal, and the end states.
+
+Every write is fenced by the attempt: a consumer that lost its lease (and whose run was
+re-queued as attempt + 1) can no longer change the job.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service.contracts import EffectiveOptions, RunRequest, encode
+from service.store import jobs as jobs_store
+
+
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"
+    UNKNOWN = "unknown"  # no such job or feed: dead-letter
+    NOT_RUNNABLE = "not_runnable"  # a submission job: dead-letter
+    ALREADY_ACTIVE = "already_active"  # running (or queued for another message): no-op
+    STALE = "stale"  # names an attempt that is not the queued one: no-op
+
+
+class ClaimedRun(msgspec.Struct):
+    job_id: str
+    feed_id: str
+    attempt: int
+    options: EffectiveOptions
+    request_id: str | None
+    feed: dict[str, Any]
+
+
+async def resolve_job_id(conn: asyncpg.Connection, req: RunRequest) -> str | None:
+    if req.job_id is not None:
+        return req.job_id
+    if req.feed_id is not None:
+        job_id: str | None = await conn.fetchval(
+            "SELECT validation_job_id FROM feeds WHERE id = $1", req.feed_id
+        )
+        return job_id
+    return None
+
+
+async def claim(
+    conn: asyncpg.Connection, req: RunRequest, lease_seconds: int
+) -> tuple[ClaimOutcome, ClaimedRun | None]:
+    """Claim the run a request names. Upstream requests (no attempt) for an idle job start a
+    new run, recorded as requested by ``amqp``."""
+    async with conn.transaction():
+        job_id = await resolve_job_id(conn, req)
+        job = await jobs_store.lock_job(conn, job_id) if job_id else None
+        if job is None:
+            return ClaimOutcome.UNKNOWN, None
+        if job["job_type"] != "validation":
+            return ClaimOutcome.NOT_RUNNABLE, None
+        feed = await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", job["feed_id"])
+        assert feed is not None
+        if job["status"] == "running":
+            return ClaimOutcome.ALREADY_ACTIVE, None
+        if job["status"] == "queued":
+            if req.attempt is not None and req.attempt != job["attempt"]:
+                return ClaimOutcome.STALE, None
+            attempt = job["attempt"]
+            options = msgspec.json.decode(job["options"], type=EffectiveOptions)
+            request_id = await conn.fetchval(
+                "SELECT request_id FROM job_runs WHERE job_id = $1 AND attempt = $2",
+                job["id"],
+                attempt,
+            )
+        else:
+            if req.attempt is not None:
+                return ClaimOutcome.STALE, None  # a duplicate of a run that has ended
+            options = jobs_store.effective_options(req.options, feed)
+            attempt = await jobs_store.queue_run(
+                conn, job, options, requested_by="amqp", request_id=req.request_id, publish=False
+            )
+            request_id = req.request_id
+        await conn.execute(
+            "UPDATE jobs SET status = 'running', started_at = now(), message = 'Starting',"
+            " lease_until = now() + make_interval(secs => $2) WHERE id = $1",
+            job["id"],
+            lease_seconds,
+        )
+        await conn.execute(
+            "UPDATE job_runs SET status = 'running', started_at = now()"
+            " WHERE job_id = $1 AND attempt = $2",
+            job["id"],
+            attempt,
+        )
+        # Rejections are kept for the latest run only.
+        await conn.execute(
+            "DELETE FROM job_errors WHERE job_id = $1 AND attempt < $2", job["id"], attempt
+        )
+    return ClaimOutcome.CLAIMED, ClaimedRun(
+        job_id=job["id"],
+        feed_id=job["feed_id"],
+        attempt=attempt,
+        options=options,
+        request_id=request_id,
+        feed=dict(feed),
+    )
+
+
+async def renew_lease(
+    db: asyncpg.Pool | asyncpg.Connection, run: ClaimedRun, lease_seconds: int
+) -> bool | None:
+    """Extend the lease; None if the run is no longer ours, else whether cancel was asked."""
+    row = await db.fetchrow(
+        "UPDATE jobs SET lease_until = now() + make_interval(secs => $3)"
+        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
+        run.job_id,
+        run.attempt,
+        lease_seconds,
+    )
+    return None if row is None else bool(row["cancel_requested"])
+
+
+async def write_progress(
+    db: asyncpg.Pool | asyncpg.Connection,
+    run: ClaimedRun,
+    progress: dict[str, Any],
+    message: str,
+    retry_after: int,
+) -> bool | None:
+    row = await db.fetchrow(
+        "UPDATE jobs SET progress = $3::jsonb, message = $4, retry_after = $5"
+        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
+        run.job_id,
+        run.attempt,
+        encode(progress).decode(),
+        message,
+        retry_after,
+    )
+    return None if row is None else bool(row["cancel_requested"])
+
+
+async def finish(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    run: ClaimedRun,
+    status: str,
+    *,
+    message: str,
+    result: Any = None,
+    error: Any = None,
+    file_etag: str | None = None,
+    file_size: int | None = None,
+) -> bool:
+    """End the run (fenced); False if it was no longer ours."""
+    result_json = None if result is None else encode(result).decode()
+    error_json = None if error is None else encode(error).decode()
+    row = await conn.fetchrow(
+        "UPDATE jobs SET status = $3, message = $4, result = $5::jsonb, error = $6::jsonb,"
+        " finished_at = now(), lease_until = NULL, progress = NULL, retry_after = NULL,"
+        " cancel_requested = false"
+        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING id",
+        run.job_id,
+        run.attempt,
+        status,
+        message,
+        result_json,
+        error_json,
+    )
+    if row is None:
+        return False
+    await conn.execute(
+        "UPDATE job_runs SET status = $3, finished_at = now(), result = $4::jsonb,"
+        " error = $5::jsonb, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2",
+        run.job_id,
+        run.attempt,
+        status,
+        result_json,
+        error_json,
+        file_etag,
+        file_size,
+    )
+    return True
+
+
+async def release(pool: asyncpg.Pool, run: ClaimedRun) -> bool:
+    """Give an abandoned run back (shutdown): re-queued at once as the next attempt."""
+    async with pool.acquire() as conn, conn.transaction():
+        job = await jobs_store.lock_job(conn, run.job_id)
+        if job is None or job["status"] != "running" or job["attempt"] != run.attempt:
+            return False
+        await conn.execute(
+            "UPDATE job_runs SET status = 'failed', finished_at = now(),"
+            ' error = \'{"code": "ABANDONED", "message": "The consumer stopped"}\''
+            " WHERE job_id = $1 AND attempt = $2",
+            run.job_id,
+            run.attempt,
+        )
+        await jobs_store.queue_run(
+            conn, job, run.options, requested_by="shutdown", request_id=run.request_id
+        )
+    return True
+
+
+async def last_completed(db: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT attempt, options::text AS options, result::text AS result, file_etag, file_size"
+        " FROM job_runs WHERE job_id = $1 AND status = 'completed'"
+        " ORDER BY attempt DESC LIMIT 1",
+        job_id,
+    )
