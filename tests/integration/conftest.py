@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -70,3 +71,17 @@ async def upload_feed(
     assert resp.status == 201, await resp.text()
     ids: dict[str, str] = await resp.json()
     return ids
+
+
+async def wait_terminal(
+    client: TestClient, headers: dict[str, str], job_id: str, timeout: float = 60
+) -> dict[str, object]:
+    """Long-poll GET /jobs/{id}?wait until the job is terminal."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        resp = await client.get(f"/jobs/{job_id}?wait=5", headers=headers)
+        job: dict[str, object] = await resp.json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+    raise AssertionError(f"{job_id} did not finish in {timeout}s")

@@ -1,0 +1,73 @@
+"""Header matching, row cleaning order, hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.rules import RowFault
+from consumer.validate import HeaderInfo, RowValidator, copy_line, row_hash
+
+
+def test_header_matching_is_case_insensitive_trimmed_any_order():
+    info = HeaderInfo([" PRICE", "Sku ", "colour", "name", "CURRENCY", "sku"])
+    assert info.index == {"price": 0, "sku": 1, "name": 3, "currency": 4}
+    assert info.ignored == ["colour", "sku"]
+    assert info.missing == []
+
+
+def test_missing_required_columns_are_named():
+    assert HeaderInfo(["sku", "description"]).missing == ["name", "price", "currency"]
+
+
+def test_first_fault_by_column_order_is_reported():
+    v = RowValidator(HeaderInfo(["currency", "price", "name", "sku"]))
+    with pytest.raises(RowFault) as info:
+        v.clean(["XXX-bad", "abc", "", "bad sku"])
+    assert info.value.code == "INVALID_SKU"
+    with pytest.raises(RowFault) as info:
+        v.clean(["XXX-bad", "abc", "ok", "A-1"])
+    assert info.value.code == "INVALID_PRICE"
+
+
+def test_row_length():
+    v = RowValidator(HeaderInfo(["sku", "name", "price", "currency"]))
+    with pytest.raises(RowFault) as info:
+        v.clean(["A", "b", "1"])
+    assert (info.value.code, info.value.column) == ("ROW_LENGTH", None)
+
+
+def test_absent_optional_columns_take_their_defaults():
+    v = RowValidator(HeaderInfo(["sku", "name", "price", "currency"]))
+    assert v.clean(["A-1", "n", "1", "usd"]) == (
+        "A-1",
+        "n",
+        None,
+        "1.00",
+        "USD",
+        0,
+        None,
+        None,
+        None,
+        None,
+        "true",
+    )
+
+
+def test_messy_and_clean_spellings_hash_equal():
+    header = HeaderInfo(["sku", "name", "price", "currency", "active", "gtin", "updated_at"])
+    v = RowValidator(header)
+    clean = v.clean(
+        ["A-1", "Red shoe", "1234.50", "USD", "true", "4006381333931", "2026-01-02T00:00:00Z"]
+    )
+    messy = v.clean(
+        [" A-1", "  Red   shoe ", " $1,234.5 ", " usd ", "YES", "4-006381-333931", "2026-01-02"]
+    )
+    assert clean == messy and row_hash(clean) == row_hash(messy)
+    other = v.clean(["A-1", "Red shoe", "1234.51", "USD", "true", "", ""])
+    assert row_hash(other) != row_hash(clean)
+
+
+def test_copy_line_quotes_free_text_and_leaves_nulls_empty():
+    v = RowValidator(HeaderInfo(["sku", "name", "price", "currency", "description"]))
+    values = v.clean(["A-1", 'Say "hi", ok', "1", "usd", "multi\nline"])
+    assert copy_line(7, values) == ('7,A-1,"Say ""hi"", ok","multi\nline",1.00,USD,0,,,,,true\n')
