@@ -48,6 +48,10 @@ class Deps(msgspec.Struct):
     s3: Any
 
 
+def _ms(since: float) -> int:
+    return round((time.monotonic() - since) * 1000)
+
+
 def _n(value: int) -> str:
     return f"{value:,}"
 
@@ -240,6 +244,7 @@ async def execute(deps: Deps, run: ClaimedRun) -> None:
         file_etag=etag,
         file_size=size,
         duration_ms=result.duration_ms,
+        phases_ms=run.phases,
     )
 
 
@@ -289,6 +294,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
 
     feeder = asyncio.create_task(feed_worker(), name=f"s3-feed-{run.job_id}")
     table = stage.stage_name(run.job_id, run.attempt)
+    phases = run.phases
     try:
         async with deps.pool.acquire() as conn, conn.transaction():
             # Two runs of one feed never merge at once; different feeds go in parallel.
@@ -308,6 +314,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                         {"missing": first.missing, "ignored_columns": first.ignored},
                     )
                 state: dict[str, End] = {}
+                phases["setup_ms"] = _ms(started)
                 await conn.copy_to_table(
                     table,
                     source=_payloads(proc.stdout, errors, progress, state),
@@ -324,6 +331,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                     {"stderr": await _stderr(proc)},
                 )
             await feeder
+            phases["copy_ms"] = _ms(started)
             rows_valid = end.rows_valid
             if rows_valid:
                 for dup in await stage.duplicates(conn, table):
@@ -336,6 +344,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                         _raw_of(dup, run.options.delimiter),
                     )
             await errors.flush()
+            phases["dedupe_ms"] = _ms(started)
             rejected = errors.count
             limit = run.options.max_rejected_rows
             if limit is not None and rejected > limit:
@@ -364,6 +373,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
             else:
                 counts = stage.MergeCounts()
             await conn.execute(f"DROP TABLE {table}")
+            phases["merge_ms"] = _ms(started)
             result = ValidationResult(
                 rows_read=end.rows_read,
                 rows_valid=rows_valid,

@@ -31,6 +31,7 @@ class ClaimedRun(msgspec.Struct):
     options: EffectiveOptions
     request_id: str | None
     feed: dict[str, Any]
+    phases: dict[str, int] = {}  # milliseconds since the run started, at the end of each phase
 
 
 async def resolve_job_id(conn: asyncpg.Connection, req: RunRequest) -> str | None:

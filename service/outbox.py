@@ -79,17 +79,21 @@ class OutboxRelay:
             sent = await self.relay_once()
             if sent == BATCH:
                 continue
+            if sent is None:
+                # Another relay holds the lock, and its snapshot may predate our rows.
+                await asyncio.sleep(0.05)
+                continue
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except TimeoutError:
                 pass
 
-    async def relay_once(self) -> int:
-        """Publish one batch of unsent rows; returns how many were sent."""
+    async def relay_once(self) -> int | None:
+        """Publish one batch of unsent rows; how many were sent (None: another relay is busy)."""
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
-                return 0
+                return None
             rows = await conn.fetch(
                 "SELECT id, exchange, routing_key, message_id, body, headers::text AS headers"
                 " FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",

@@ -1,0 +1,344 @@
+"""``make bench``: the ETL benchmarks of design/benchmarks.md, as ratios against a reference
+measured in the same run, on the same data, on the same machine.
+
+Runs the real gateway and consumer processes against the embedded S3 server (or
+S3_ENDPOINT_URL) and a scratch database, and prints one table (also written as JSON under
+bench/results/). ``--rows N`` changes the feed size; ``--no-memory`` skips the 4×-size
+memory comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = ROOT.parent / "shared" / "bench" / "gen_products.py"
+DATA = ROOT / "bench" / "data"
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from service import embedded_s3  # noqa: E402
+from service.db import admin_url  # noqa: E402
+from service.settings import load_settings  # noqa: E402
+
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def feed(rows: int, *args: str) -> Path:
+    DATA.mkdir(parents=True, exist_ok=True)
+    name = f"products-{rows}-{'-'.join(a.strip('-') for a in args) or 'base'}.csv"
+    path = DATA / name
+    if not path.exists():
+        print(f"generating {name} ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [sys.executable, str(GEN), "--rows", str(rows), "--out", str(path), *args],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+    return path
+
+
+class Stack:
+    """Scratch database, gateway and consumer processes."""
+
+    def __init__(self, base_env: dict[str, str], db_url: str, s3: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **base_env,
+            "DATABASE_URL": db_url,
+            "S3_ENDPOINT_URL": s3,
+            "HTTP_PORT": str(self.port),
+            "AMQP_PREFIX": f"bench{os.getpid()}.",
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_PER_SECOND": "100000",
+            "RATE_LIMIT_BURST": "100000",
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        py = sys.executable
+        subprocess.run(
+            [py, "-m", "service", "create-api-key", "--tenant", "bench", "--key", KEY],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.procs.append(subprocess.Popen([py, "-m", "service", "gateway"], env=self.env))
+        self.procs.append(subprocess.Popen([py, "-m", "consumer"], env=self.env))
+        for _ in range(200):
+            if embedded_s3.port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("gateway did not start")
+
+    @property
+    def consumer(self) -> psutil.Process:
+        return psutil.Process(self.procs[1].pid)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def upload(
+    session: aiohttp.ClientSession, stack: Stack, path: Path, feed_id: str | None = None
+) -> dict[str, str]:
+    headers = {"x-api-key": KEY, "Content-Type": "text/csv"}
+    with path.open("rb") as f:
+        if feed_id:
+            resp = await session.put(f"{stack.url}/feeds/{feed_id}/file", data=f, headers=headers)
+        else:
+            resp = await session.post(f"{stack.url}/feeds", data=f, headers=headers)
+    assert resp.status == 201, await resp.text()
+    ids: dict[str, str] = await resp.json()
+    return ids
+
+
+async def timed_run(
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    job_id: str,
+    options: dict[str, object],
+    rss: list[int] | None = None,
+) -> tuple[float, dict]:
+    headers = {"x-api-key": KEY}
+    started = time.perf_counter()
+    resp = await session.post(f"{stack.url}/jobs/{job_id}/run", json=options, headers=headers)
+    assert resp.status == 202, await resp.text()
+    sampler = asyncio.create_task(sample_rss(stack.consumer, rss)) if rss is not None else None
+    while True:
+        resp = await session.get(f"{stack.url}/jobs/{job_id}?wait=30", headers=headers)
+        job = await resp.json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            break
+    elapsed = time.perf_counter() - started
+    if sampler:
+        sampler.cancel()
+    assert job["status"] == "completed", job
+    return elapsed, job["result"]
+
+
+async def sample_rss(proc: psutil.Process, out: list[int]) -> None:
+    """Peak resident memory of the consumer and its parse worker, summed."""
+    while True:
+        try:
+            total = proc.memory_info().rss + sum(
+                c.memory_info().rss for c in proc.children(recursive=True)
+            )
+            out.append(total)
+        except psutil.Error:
+            pass
+        await asyncio.sleep(0.1)
+
+
+def psql_copy(db_url: str, path: Path) -> float:
+    ddl = (
+        "DROP TABLE IF EXISTS ref_products; CREATE TABLE ref_products (sku text PRIMARY KEY,"
+        " name text, description text, price numeric(12,2), currency char(3), quantity int,"
+        " category text, brand text, gtin text, updated_at timestamptz, active boolean)"
+    )
+    subprocess.run(["psql", db_url, "-q", "-c", ddl], check=True)
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "psql",
+            db_url,
+            "-q",
+            "-c",
+            f"\\copy ref_products FROM '{path}' WITH (FORMAT csv, HEADER)",
+        ],
+        check=True,
+    )
+    elapsed = time.perf_counter() - started
+    subprocess.run(["psql", db_url, "-q", "-c", "DROP TABLE ref_products"], check=True)
+    return elapsed
+
+
+async def n_tup_upd(db_url: str) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        value: int = await conn.fetchval(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'products'"
+        )
+        return value
+    finally:
+        await conn.close()
+
+
+async def fresh_db(name: str) -> str:
+    base = load_settings(os.environ)
+    admin = await asyncpg.connect(admin_url(base.database_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return admin_url(base.database_url).rsplit("/", 1)[0] + "/" + name
+
+
+async def load_once(stack: Stack, path: Path) -> int:
+    """Cold-load ``path`` and return the consumer's peak RSS."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        ids = await upload(session, stack, path)
+        rss: list[int] = []
+        await timed_run(session, stack, ids["validation_job_id"], {}, rss)
+        return max(rss) if rss else 0
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args()
+    base = feed(args.rows, "--seed", "1")
+    changed = feed(args.rows, "--seed", "2", "--base-seed", "1", "--change-pct", "1")
+    s3_proc = None
+    s3 = os.environ.get("S3_ENDPOINT_URL")
+    if not s3:
+        port = free_port()
+        s3_proc = embedded_s3.start(port)
+        s3 = f"http://127.0.0.1:{port}"
+    db_url = await fresh_db("feedjobs_bench")
+    stack = Stack(dict(os.environ), db_url, s3)
+    rows: list[tuple[str, float, str, str, bool]] = []
+    try:
+        ref = psql_copy(db_url, base)
+        stack.start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+            ids = await upload(session, stack, base)
+            jv = ids["validation_job_id"]
+            rss_1m: list[int] = []
+            cold, r = await timed_run(session, stack, jv, {}, rss_1m)
+            rows.append(("cold load", cold, f"{cold / ref:.2f}x", "<= 2.0x", cold / ref <= 2.0))
+            await asyncio.sleep(11)  # statistics are flushed by idle backends within ~10 s
+            upd_before = await n_tup_upd(db_url)
+            forced, r = await timed_run(session, stack, jv, {"force": True})
+            await asyncio.sleep(11)
+            upd_after = await n_tup_upd(db_url)
+            ok = forced / ref <= 0.75 and upd_after == upd_before and r["updated"] == 0
+            rows.append(
+                (
+                    "identical re-run, force",
+                    forced,
+                    f"{forced / ref:.2f}x",
+                    "<= 0.75x, n_tup_upd +0",
+                    ok,
+                )
+            )
+            rows.append(
+                (
+                    "  n_tup_upd moved by",
+                    float(upd_after - upd_before),
+                    "",
+                    "0",
+                    upd_after == upd_before,
+                )
+            )
+            await upload(session, stack, changed, ids["feed_id"])
+            one_pct, r = await timed_run(session, stack, jv, {})
+            rows.append(
+                (
+                    "re-run, 1% changed",
+                    one_pct,
+                    f"{one_pct / ref:.2f}x",
+                    "<= 0.75x",
+                    one_pct / ref <= 0.75,
+                )
+            )
+            rows.append(
+                ("  rows updated", float(r["updated"]), "", "= changed rows", r["updated"] > 0)
+            )
+            skip, r = await timed_run(session, stack, jv, {})
+            rows.append(
+                (
+                    "identical re-run, file skip",
+                    skip,
+                    "",
+                    "< 1 s",
+                    skip < 1.0 and r["file_unchanged"],
+                )
+            )
+        peak_1m = max(rss_1m) if rss_1m else 0
+        rows.append(
+            (
+                "consumer peak RSS, 1x rows (MB)",
+                peak_1m / 2**20,
+                "",
+                "< 300 MB",
+                peak_1m < 300 * 2**20,
+            )
+        )
+        if not args.no_memory:
+            big = feed(args.rows * 4, "--seed", "4")
+            peak_4m = await load_once(stack, big)
+            ratio = peak_4m / peak_1m if peak_1m else 0
+            rows.append(
+                (
+                    "consumer peak RSS, 4x rows (MB)",
+                    peak_4m / 2**20,
+                    f"{ratio:.2f}x",
+                    "<= 1.2x of 1x",
+                    ratio <= 1.2,
+                )
+            )
+    finally:
+        stack.stop()
+        if s3_proc:
+            embedded_s3.stop(s3_proc)
+    print(
+        f"\nfeedjobs benchmark, {args.rows:,} rows, {datetime.date.today()},"
+        f" {platform.node()} ({os.cpu_count()} cores)"
+    )
+    print(f"reference: psql \\copy into a keyed table: {ref:.2f} s\n")
+    print(f"{'case':36} {'value':>10} {'ratio':>8}  {'target':24} ok")
+    for name, value, ratio, target, ok in rows:
+        print(f"{name:36} {value:10.2f} {ratio:>8}  {target:24} {'yes' if ok else 'NO'}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"etl-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "reference_s": ref,
+                "date": str(datetime.date.today()),
+                "machine": platform.node(),
+                "cores": os.cpu_count(),
+                "cases": [
+                    dict(zip(("case", "value", "ratio", "target", "ok"), r, strict=True))
+                    for r in rows
+                ],
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
