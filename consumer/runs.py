@@ -127,7 +127,7 @@ async def write_progress(
     retry_after: int,
 ) -> bool | None:
     row = await db.fetchrow(
-        "UPDATE jobs SET progress = $3::jsonb, message = $4, retry_after = $5"
+        "UPDATE jobs SET progress = $3::json, message = $4, retry_after = $5"
         " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
         run.job_id,
         run.attempt,
@@ -153,7 +153,7 @@ async def finish(
     result_json = None if result is None else encode(result).decode()
     error_json = None if error is None else encode(error).decode()
     row = await conn.fetchrow(
-        "UPDATE jobs SET status = $3, message = $4, result = $5::jsonb, error = $6::jsonb,"
+        "UPDATE jobs SET status = $3, message = $4, result = $5::json, error = $6::json,"
         " finished_at = now(), lease_until = NULL, progress = NULL, retry_after = NULL,"
         " cancel_requested = false"
         " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING id",
@@ -167,8 +167,8 @@ async def finish(
     if row is None:
         return False
     await conn.execute(
-        "UPDATE job_runs SET status = $3, finished_at = now(), result = $4::jsonb,"
-        " error = $5::jsonb, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2",
+        "UPDATE job_runs SET status = $3, finished_at = now(), result = $4::json,"
+        " error = $5::json, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2",
         run.job_id,
         run.attempt,
         status,

@@ -29,7 +29,7 @@ async def sweep(
         )
         for job in expired:
             await conn.execute(
-                "UPDATE job_runs SET status = 'failed', finished_at = now(), error = $3::jsonb"
+                "UPDATE job_runs SET status = 'failed', finished_at = now(), error = $3::json"
                 " WHERE job_id = $1 AND attempt = $2",
                 job["id"],
                 job["attempt"],
@@ -51,7 +51,7 @@ async def sweep(
                 )
                 await conn.execute(
                     "UPDATE jobs SET status = 'failed', finished_at = now(), lease_until = NULL,"
-                    " progress = NULL, retry_after = NULL, message = $2, error = $3::jsonb"
+                    " progress = NULL, retry_after = NULL, message = $2, error = $3::json"
                     " WHERE id = $1",
                     job["id"],
                     message,

@@ -46,12 +46,12 @@ CREATE TABLE jobs (
     status          text NOT NULL CHECK (status IN
                         ('created', 'queued', 'running', 'completed', 'failed', 'cancelled')),
     attempt         integer NOT NULL DEFAULT 0,
-    options         jsonb,
+    options         json,
     message         text,
-    progress        jsonb,
-    retry_after     integer,
-    result          jsonb,
-    error           jsonb,
+    progress        json,                       -- json, not jsonb: documents shown to clients
+    retry_after     integer,                    -- keep the key order they were written in
+    result          json,
+    error           json,
     lease_until     timestamptz,
     cancel_requested boolean NOT NULL DEFAULT false,
     queued_at       timestamptz,
@@ -69,11 +69,11 @@ CREATE INDEX jobs_active_idx ON jobs (status, lease_until) WHERE status IN ('que
 -- and bookkeeping columns do not wake long polls or invalidate caches.
 CREATE FUNCTION jobs_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF (NEW.status, NEW.attempt, NEW.message, NEW.progress, NEW.retry_after, NEW.result,
-        NEW.error, NEW.started_at, NEW.finished_at)
+    IF (NEW.status, NEW.attempt, NEW.message, NEW.progress::text, NEW.retry_after,
+        NEW.result::text, NEW.error::text, NEW.started_at, NEW.finished_at)
        IS DISTINCT FROM
-       (OLD.status, OLD.attempt, OLD.message, OLD.progress, OLD.retry_after, OLD.result,
-        OLD.error, OLD.started_at, OLD.finished_at) THEN
+       (OLD.status, OLD.attempt, OLD.message, OLD.progress::text, OLD.retry_after,
+        OLD.result::text, OLD.error::text, OLD.started_at, OLD.finished_at) THEN
         NEW.version := OLD.version + 1;
         NEW.updated_at := now();
     END IF;
@@ -97,11 +97,11 @@ CREATE TABLE job_runs (
     requested_at    timestamptz NOT NULL DEFAULT now(),
     requested_by    text NOT NULL,
     request_id      text,
-    options         jsonb NOT NULL,
+    options         json NOT NULL,
     started_at      timestamptz,
     finished_at     timestamptz,
-    result          jsonb,
-    error           jsonb,
+    result          json,
+    error           json,
     -- what the file was when this run read it: the file-level skip compares these
     file_etag       text,
     file_size       bigint,

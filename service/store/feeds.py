@@ -88,7 +88,7 @@ async def insert_job(
     await conn.execute(
         "INSERT INTO jobs (id, seq, tenant_id, feed_id, job_type, status, result, message,"
         " attempt, started_at, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8,"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8,"
         "  CASE WHEN $5 = 'submission' THEN 1 ELSE 0 END,"
         "  CASE WHEN $6 IN ('running', 'completed') THEN now() END,"
         "  CASE WHEN $6 = 'completed' THEN now() END)",
@@ -143,8 +143,8 @@ async def finish_submission(
     message: str,
 ) -> None:
     await conn.execute(
-        "UPDATE jobs SET status = CASE WHEN $2::jsonb IS NULL THEN 'failed' ELSE 'completed' END,"
-        " result = $2::jsonb, error = $3::jsonb, message = $4, finished_at = now()"
+        "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
+        " result = $2::json, error = $3::json, message = $4, finished_at = now()"
         " WHERE id = $1",
         js_id,
         result,

@@ -120,7 +120,7 @@ async def queue_run(
     attempt = job["attempt"] + 1 if attempt is None else attempt
     opts_json = encode(options).decode()
     await conn.execute(
-        "UPDATE jobs SET status = 'queued', attempt = $2, options = $3::jsonb, queued_at = now(),"
+        "UPDATE jobs SET status = 'queued', attempt = $2, options = $3::json, queued_at = now(),"
         " published_at = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,"
         " progress = NULL, retry_after = 2, lease_until = NULL, cancel_requested = false,"
         " message = 'Queued' WHERE id = $1",
@@ -130,7 +130,7 @@ async def queue_run(
     )
     await conn.execute(
         "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
-        " VALUES ($1, $2, 'queued', $3, $4, $5::jsonb)",
+        " VALUES ($1, $2, 'queued', $3, $4, $5::json)",
         job["id"],
         attempt,
         requested_by,

@@ -245,3 +245,65 @@ async def test_consumer_killed_mid_load_leaves_products_and_run_recovers(
     ]
     assert runs["runs"][1]["error"]["code"] == "WORKER_LOST"
     assert runs["runs"][0]["requested_by"] == "sweeper"
+
+
+async def test_cancel_while_running_rolls_back(client, acme, consumer, db, tmp_path):
+    big, _ = generate(tmp_path, 150_000, "--seed", "5")
+    ids = await upload_feed(client, acme, big)
+    jv = ids["validation_job_id"]
+    await client.post(f"/jobs/{jv}/run", headers=acme)
+
+    async def loading():
+        j = await job(client, acme, jv)
+        return j["status"] == "running" and (j["progress"] or {}).get("rows_read", 0) > 0
+
+    await wait_for(loading, timeout=30)
+    resp = await client.post(f"/jobs/{jv}/cancel", headers=acme)
+    assert resp.status == 202
+
+    async def cancelled():
+        j = await job(client, acme, jv)
+        return j if j["status"] == "cancelled" else None
+
+    j = await wait_for(cancelled, timeout=30)
+    assert j["error"]["code"] == "CANCELLED"
+    assert await db.fetchval("SELECT count(*) FROM products") == 0
+    assert await db.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stage_%'") == 0
+
+
+async def test_sigterm_releases_the_run_for_another_consumer(client, acme, db, settings, tmp_path):
+    big, _ = generate(tmp_path, 150_000, "--seed", "6")
+    ids = await upload_feed(client, acme, big)
+    jv = ids["validation_job_id"]
+    first = _consumer_process(settings, SHUTDOWN_GRACE_SECONDS="0")
+    try:
+        await client.post(f"/jobs/{jv}/run", headers=acme)
+
+        async def loading():
+            j = await job(client, acme, jv)
+            return j["status"] == "running" and (j["progress"] or {}).get("rows_read", 0) > 0
+
+        await wait_for(loading, timeout=30)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    j = await job(client, acme, jv)
+    assert j["status"] == "queued" and j["attempt"] == 2  # released at once, not left to a lease
+    assert await db.fetchval("SELECT count(*) FROM products") == 0
+    second = _consumer_process(settings)
+    try:
+
+        async def completed():
+            got = await job(client, acme, jv)
+            return got if got["status"] == "completed" else None
+
+        done = await wait_for(completed, timeout=90)
+    finally:
+        second.terminate()
+        second.wait()
+    assert done["attempt"] == 2 and done["result"]["inserted"] == 150_000
+    runs = await (await client.get(f"/jobs/{jv}/runs", headers=acme)).json()
+    assert runs["runs"][1]["error"]["code"] == "ABANDONED"
+    assert runs["runs"][0]["requested_by"] == "shutdown"
