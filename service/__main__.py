@@ -138,8 +138,9 @@ def main() -> None:
         asyncio.run(_migrate(settings))
         new = args.key or keys_store.new_key()
         if not asyncio.run(_add_key(settings, args.tenant, new)):
+            # Only a given --key can exist already: re-running a set-up step is fine.
             print("that key exists already", file=sys.stderr)
-            raise SystemExit(1)
+            return
         print(new)
     elif args.command == "dev":
         raise SystemExit(dev(settings))
