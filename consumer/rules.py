@@ -22,11 +22,14 @@ class RowFault(Exception):
 
 
 _SKU = re.compile(r"[A-Za-z0-9._\-/]{1,64}")
-_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?")
-_PRICE = re.compile(r"(\d+)(?:\.(\d{1,2}))?")
-_QUANTITY = re.compile(r"\d+")
+# ASCII digits only: ``\d`` would also take Arabic-Indic and other digits, which PostgreSQL's
+# numeric and timestamp casts refuse (one such row would fail the whole load).
+_THOUSANDS = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
+_PRICE = re.compile(r"([0-9]+)(?:\.([0-9]{1,2}))?")
+_QUANTITY = re.compile(r"[0-9]+")
 _TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2}))?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))?"
 )
 _BOOLEANS = {
     "true": "true",
@@ -174,10 +177,18 @@ def clean_updated_at(value: str) -> str | None:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
-    if parsed.microsecond:
-        return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC
+        raise RowFault(
+            "INVALID_TIMESTAMP",
+            "updated_at",
+            f"updated_at {_short(text)!r} is outside the years 1 to 9999 in UTC",
+        ) from None
+    # isoformat() pads the year to 4 digits (strftime's %Y does not: year 1 would be read back
+    # by PostgreSQL as 2001).
+    spec = "microseconds" if parsed.microsecond else "seconds"
+    return parsed.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def clean_active(value: str) -> str:

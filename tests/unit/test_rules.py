@@ -78,6 +78,8 @@ def test_price_cleaning(raw, clean):
         ".5",
         "¥5",
         "1 000",
+        "٣.00",  # Arabic-Indic digits: PostgreSQL's numeric would refuse them mid-load
+        "１２.００",  # full-width digits
     ],
 )
 def test_price_rejected(raw):
@@ -97,7 +99,9 @@ def test_quantity(raw, value):
     assert rules.clean_quantity(raw) == value
 
 
-@pytest.mark.parametrize("raw", ["-1", "3.5", "lots", "99999999999", str(2**31), "+1"])
+@pytest.mark.parametrize(
+    "raw", ["-1", "3.5", "lots", "99999999999", str(2**31), "+1", "٣", "１２"]
+)
 def test_quantity_rejected(raw):
     assert fault(rules.clean_quantity, raw) == "INVALID_QUANTITY"
 
@@ -134,6 +138,10 @@ def test_gtin_rejected(raw):
         ("2026-01-02", "2026-01-02T00:00:00Z"),
         ("", None),
         ("2026-01-02T03:04:05.123456789Z", "2026-01-02T03:04:05.123456Z"),
+        # the year keeps its 4 digits (PostgreSQL reads "1-01-01" as 2001)
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+        ("0999-06-01", "0999-06-01T00:00:00Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
     ],
 )
 def test_updated_at(raw, clean):
@@ -149,6 +157,10 @@ def test_updated_at(raw, clean):
         "2026-01-02T03:04:05",
         "20260102",
         "2026-01-02T25:00:00Z",
+        "٢٠٢٦-01-01",
+        # in range as written, out of range in UTC: a rejection, not a crash of the worker
+        "9999-12-31T23:00:00-05:00",
+        "0001-01-01T00:30:00+01:00",
     ],
 )
 def test_updated_at_rejected(raw):
