@@ -1,20 +1,28 @@
 """Reads CSV records from a stream of bytes with their physical line numbers and faults.
 
-RFC 4180 quoting is parsed by the ``csv`` module, fed one decoded physical line at a time, so
-each record knows the line it starts on and the raw text it came from. Faults that belong
-to one record (bad UTF-8, a NUL byte, a field over the limit, an unterminated quote) reject
-that record only. Memory holds one chunk and one record, whatever the file's size.
+``LineSource`` cuts the byte stream into blocks that end on a line break (BOM dropped,
+absurdly long lines cut). ``RecordReader`` parses blocks pushed into it with the ``csv``
+module, fed one decoded physical line at a time, so each record knows the line it starts on
+and the raw text it came from. A record that spans blocks pulls the next block from the
+source itself. Between records, when every pushed line is consumed, the reader is ``idle``:
+the parse worker may then hand the next block to the fast path (``consumer.fastpath``)
+instead. Faults that belong to one record (bad UTF-8, a NUL byte, a field over the limit,
+an unterminated quote) reject that record only. Memory holds one block and one record,
+whatever the file's size.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 FIELD_LIMIT = 64 * 1024
 LINE_LIMIT = 16 * 1024 * 1024  # a "line" longer than this is cut (and its record rejected)
 RAW_LIMIT = 1024
+BOM = b"\xef\xbb\xbf"
+_CUT_MARK = "\x00\n"  # ends the kept head of a cut line (a NUL never survives decoding)
 
 csv.field_size_limit(FIELD_LIMIT)
 
@@ -23,114 +31,210 @@ class Record(NamedTuple):
     line: int  # physical line the record starts on (header = 1)
     fields: list[str] | None  # None when ``fault`` is set
     fault: str | None  # INVALID_ENCODING, INVALID_CHARACTER, FIELD_TOO_LARGE, UNTERMINATED_QUOTE
-    raw: str  # the record's text, cut to RAW_LIMIT
+    raw: str  # the record's text, cut to RAW_LIMIT (faulty records only; see raw_of_last)
 
 
-class RecordReader:
-    def __init__(self, chunks: Iterable[bytes], delimiter: str = ",") -> None:
+class _FaultyLine(str):
+    """A decoded line that carries the fault found while decoding it."""
+
+    fault: str
+
+
+class LineSource:
+    """Byte blocks of the input that end on a line break (or at the end of input)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self.lineno = 0
-        self._cur: list[str] = []
-        self._cur_len = 0
-        self._fault: str | None = None
-        self._eof = False
-        self._first = True
-        self._lines = self._line_iter()
-        self._reader = csv.reader(self._lines, delimiter=delimiter, strict=False)
+        self._blocks = self._cut()
 
-    def _line_iter(self) -> Iterator[str]:
+    def next_block(self) -> bytes | None:
+        return next(self._blocks, None)
+
+    def _cut(self) -> Iterator[bytes]:
         carry = b""
+        head = True  # still looking for a BOM (it may come split over the first chunks)
         for chunk in self._chunks:
             if carry:
                 chunk = carry + chunk
-            parts = chunk.split(b"\n")
-            carry = parts.pop()
-            if len(carry) > LINE_LIMIT:
-                # A line this long is no product row: keep its head, drop the rest.
-                yield self._decode(carry[:RAW_LIMIT] + b"\n", oversize=True)
                 carry = b""
-                for more in self._skip_to_newline():
-                    carry = more
-                    break
+            if head:
+                if len(chunk) < len(BOM) and BOM.startswith(chunk):
+                    carry = chunk
+                    continue
+                head = False
+                if chunk.startswith(BOM):
+                    chunk = chunk[len(BOM) :]
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                carry = chunk
+                if len(carry) > LINE_LIMIT:
+                    # A line this long is no product row: keep its head, drop to its end.
+                    yield carry[:RAW_LIMIT] + _CUT_MARK.encode()
+                    carry = self._skip_to_newline()
                 continue
-            for part in parts:
-                yield self._decode(part + b"\n")
+            carry = chunk[cut:]
+            yield chunk[:cut]
         if carry:
-            parts = carry.split(b"\n")
-            last = parts.pop()
-            for part in parts:
-                yield self._decode(part + b"\n")
-            if last:
-                yield self._decode(last)
-        self._eof = True
+            yield carry
 
-    def _skip_to_newline(self) -> Iterator[bytes]:
+    def _skip_to_newline(self) -> bytes:
         for chunk in self._chunks:
             pos = chunk.find(b"\n")
             if pos >= 0:
-                yield chunk[pos + 1 :]
-                return
+                return chunk[pos + 1 :]
+        return b""
 
-    def _decode(self, data: bytes, oversize: bool = False) -> str:
-        self.lineno += 1
+
+def split_lines(text: str) -> list[str]:
+    """Physical lines with their ``\\n`` kept (``\\r`` stays: the csv module reads CRLF).
+
+    Only ``\\n`` ends a line: ``str.splitlines`` would also cut at characters such as
+    U+2028 or \\x1c, which are ordinary characters inside a CSV field.
+    """
+    lines = text.split("\n")
+    last = lines.pop()
+    out = [line + "\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
+
+
+class RecordReader:
+    def __init__(self, source: LineSource | Iterable[bytes], delimiter: str = ",") -> None:
+        self._source = source if isinstance(source, LineSource) else LineSource(source)
+        self.lineno = 0  # the last physical line handed to the csv module (or the fast path)
+        self._pending: deque[str] = deque()
+        self._cur: list[str] = []  # the lines of the record being read
+        self._fault: str | None = None
+        self._eof = False
+        self._lines = self._line_iter()
+        self._reader = csv.reader(self._lines, delimiter=delimiter, strict=False)
+
+    # -- input ------------------------------------------------------------------------
+
+    def push(self, block: bytes) -> None:
+        """Queue a block's lines for the csv module."""
         try:
-            text = data.decode("utf-8")
+            text = block.decode("utf-8")
         except UnicodeDecodeError:
-            text = data.decode("utf-8", "replace")
-            self._fault = self._fault or "INVALID_ENCODING"
-        if self._first:
-            self._first = False
-            if text.startswith("\ufeff"):
-                text = text[1:]
+            self._pending.extend(self._checked_lines(block))
+            return
         if "\0" in text:
-            text = text.replace("\0", "")
-            self._fault = self._fault or "INVALID_CHARACTER"
-        if oversize:
-            self._fault = self._fault or "FIELD_TOO_LARGE"
-        if self._cur_len < RAW_LIMIT:
-            self._cur.append(text)
-            self._cur_len += len(text)
-        self._quotes += text.count('"')
-        return text
+            self._pending.extend(self._checked_lines(block))
+            return
+        self._pending.extend(split_lines(text))
 
-    _quotes = 0
+    def idle(self) -> bool:
+        """True between records when every pushed line has been read."""
+        return not self._pending
+
+    def at_end(self) -> bool:
+        return self._eof
+
+    def _checked_lines(self, block: bytes) -> Iterator[str]:
+        """Line by line, for blocks with bad UTF-8 or NUL bytes: only those lines are faulty."""
+        parts = block.split(b"\n")
+        last = parts.pop()
+        for part in [p + b"\n" for p in parts] + ([last] if last else []):
+            fault = None
+            try:
+                line = part.decode("utf-8")
+            except UnicodeDecodeError:
+                line = part.decode("utf-8", "replace")
+                fault = "INVALID_ENCODING"
+            if "\0" in line:
+                if line.endswith(_CUT_MARK) and len(line) <= RAW_LIMIT + len(_CUT_MARK):
+                    fault = fault or "FIELD_TOO_LARGE"  # cut by LineSource
+                else:
+                    fault = fault or "INVALID_CHARACTER"
+                line = line.replace("\0", "")
+            if fault is None:
+                yield line
+            else:
+                faulty = _FaultyLine(line)
+                faulty.fault = fault
+                yield faulty
+
+    def _line_iter(self) -> Iterator[str]:
+        pending = self._pending
+        cur = self._cur
+        while True:
+            if not pending:
+                # Only reached in the middle of a record (see records()): it goes on in the
+                # next block.
+                block = self._source.next_block()
+                if block is None:
+                    self._eof = True
+                    return
+                self.push(block)
+                continue
+            line = pending.popleft()
+            self.lineno += 1
+            if type(line) is _FaultyLine:
+                self._fault = self._fault or line.fault
+            cur.append(line)
+            yield line
+
+    # -- output -----------------------------------------------------------------------
+
+    def _quotes(self) -> int:
+        return sum(line.count('"') for line in self._cur)
 
     def _raw(self) -> str:
-        return "".join(self._cur)[:RAW_LIMIT].rstrip("\r\n")
+        return "".join(self._cur[:8])[:RAW_LIMIT].rstrip("\r\n")
 
-    def __iter__(self) -> Iterator[Record]:
-        reader = self._reader
+    def next_record(self) -> Record | None:
+        """The next record of the pushed lines, or None when idle (or at the end)."""
         while True:
-            self._cur = []
-            self._cur_len = 0
+            if not self._pending and not self._eof:
+                return None
+            cur = self._cur
+            cur.clear()
             self._fault = None
-            self._quotes = 0
             start = self.lineno + 1
             try:
-                fields = next(reader)
+                fields = next(self._reader)
             except StopIteration:
-                return
+                return None
             except csv.Error:
-                yield self._oversize(start)
-                continue
-            if self._eof and self._quotes % 2:
+                return self._oversize(start)
+            if self._eof and self._quotes() % 2:
                 # The input ended inside a quoted field: it swallowed the rest of the file.
-                yield Record(start, None, "UNTERMINATED_QUOTE", self._raw())
-                return
-            if not fields:
-                if self._fault:
-                    yield Record(start, None, self._fault, self._raw())
-                continue  # blank line
+                return Record(start, None, "UNTERMINATED_QUOTE", self._raw())
             if self._fault:
-                yield Record(start, None, self._fault, self._raw())
+                return Record(start, None, self._fault, self._raw())
+            if not fields:
+                continue  # blank line
+            return Record(start, fields, None, "")
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record of the whole source (the slow path only: for tests and tools)."""
+        while True:
+            rec = self.next_record()
+            if rec is None:
+                if self._eof:
+                    return
+                block = self._source.next_block()
+                if block is None:
+                    self._eof = True
+                    return
+                self.push(block)
                 continue
-            yield Record(start, fields, None, self._raw())
+            yield rec
+
+    def raw_of_last(self) -> str:
+        """The raw text of the record last returned (for rejections found after parsing)."""
+        return self._raw()
 
     def _oversize(self, start: int) -> Record:
         """A field passed the limit: skip to the end of its record, by quote parity."""
-        while self._quotes % 2:
+        parity = self._quotes() % 2
+        head = self._raw()
+        while parity:
+            self._cur.clear()  # keep memory flat while skipping
             try:
                 next(self._lines)
             except StopIteration:
-                return Record(start, None, "UNTERMINATED_QUOTE", self._raw())
-        return Record(start, None, "FIELD_TOO_LARGE", self._raw())
+                return Record(start, None, "UNTERMINATED_QUOTE", head)
+            parity = (parity + self._cur[-1].count('"')) % 2 if self._cur else parity
+        return Record(start, None, "FIELD_TOO_LARGE", head)

@@ -98,9 +98,34 @@ def test_unterminated_quote_swallowing_a_large_rest_keeps_memory_flat():
 
 
 def test_raw_is_cut_to_1k():
-    data = b"a,b\n1," + b"y" * 5000 + b"\n"
-    recs = list(RecordReader([data]))
-    assert len(recs[1].raw) == 1024
+    # A record rejected by a column rule later: its raw text comes from raw_of_last().
+    reader = RecordReader([b"a,b\n1," + b"y" * 5000 + b"\n"])
+    records = iter(reader)
+    next(records)
+    assert next(records).fields is not None
+    assert reader.raw_of_last() == ("1," + "y" * 5000)[:1024]
+    # A record rejected while reading (a NUL byte) carries it in the record itself.
+    faulty = list(RecordReader([b"a,b\n\x002," + b"z" * 5000 + b"\n"]))[1]
+    assert faulty.fault == "INVALID_CHARACTER" and faulty.raw == ("2," + "z" * 5000)[:1024]
+
+
+def test_only_line_feeds_end_lines():
+    # U+2028, \x1c and \x85 are ordinary characters in a field, even in a CRLF file.
+    data = "h1,h2\r\na\u2028b,c\x1cd\r\ne\x85f,g\r\n".encode()
+    assert read(data) == [
+        (1, ["h1", "h2"], None),
+        (2, ["a\u2028b", "c\x1cd"], None),
+        (3, ["e\x85f", "g"], None),
+    ]
+
+
+def test_blank_lines_count_in_line_numbers_even_in_faulty_blocks():
+    data = b"a,b\n\n1,\xff\n\n2,ok\n"
+    assert read(data, chunk=1000) == [
+        (1, ["a", "b"], None),
+        (3, None, "INVALID_ENCODING"),
+        (5, ["2", "ok"], None),
+    ]
 
 
 def test_gzip_is_detected_and_streamed():
