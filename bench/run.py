@@ -69,7 +69,7 @@ class Stack:
             "S3_ENDPOINT_URL": s3,
             "HTTP_PORT": str(self.port),
             "AMQP_PREFIX": f"bench{os.getpid()}.",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",
             "RATE_LIMIT_PER_SECOND": "100000",
             "RATE_LIMIT_BURST": "100000",
         }
@@ -84,19 +84,36 @@ class Stack:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        self.procs.append(subprocess.Popen([py, "-m", "service", "gateway"], env=self.env))
-        self.procs.append(subprocess.Popen([py, "-m", "consumer"], env=self.env))
+        self.consumer_log = RESULTS / f"consumer-{os.getpid()}.log"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.procs.append(
+            subprocess.Popen(
+                [py, "-m", "service", "gateway"], env=self.env, stdout=subprocess.DEVNULL
+            )
+        )
+        with self.consumer_log.open("wb") as log:
+            self.procs.append(subprocess.Popen([py, "-m", "consumer"], env=self.env, stdout=log))
         for _ in range(200):
             if embedded_s3.port_open("127.0.0.1", self.port):
                 return
             time.sleep(0.1)
         raise RuntimeError("gateway did not start")
 
+    def last_phases(self) -> str:
+        """The phases of the consumer's last run_completed line (milliseconds since start)."""
+        for line in reversed(self.consumer_log.read_text().splitlines()):
+            if '"run_completed"' in line:
+                event = json.loads(line)
+                phases = " ".join(f"{k[:-3]}={v}" for k, v in event.get("phases_ms", {}).items())
+                return f"{phases} fast_rows={event.get('fast_path_rows')}"
+        return ""
+
     @property
     def consumer(self) -> psutil.Process:
         return psutil.Process(self.procs[1].pid)
 
     def stop(self) -> None:
+        self.consumer_log.unlink(missing_ok=True)
         for p in self.procs:
             p.terminate()
         for p in self.procs:
@@ -141,6 +158,8 @@ async def timed_run(
     if sampler:
         sampler.cancel()
     assert job["status"] == "completed", job
+    await asyncio.sleep(0.2)  # the consumer's log line follows the commit
+    print(f"  {job_id} {options or ''}: {elapsed:.2f} s, {stack.last_phases()}", flush=True)
     return elapsed, job["result"]
 
 

@@ -21,6 +21,7 @@ import msgspec
 
 from consumer import runs, stage
 from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, decoder
+from consumer.rules import COLUMNS
 from consumer.runs import ClaimedRun
 from service.contracts import EffectiveOptions, FirstError, ValidationResult
 from service.errors import JobFailure
@@ -150,6 +151,7 @@ async def _spawn_worker(
 ) -> asyncio.subprocess.Process:
     cfg = WorkerConfig(
         delimiter=options.delimiter,
+        fast_path=settings.fast_path,
         max_inflated_bytes=settings.max_inflated_bytes,
         max_inflate_ratio=settings.max_inflate_ratio,
     )
@@ -245,6 +247,7 @@ async def execute(deps: Deps, run: ClaimedRun) -> None:
         file_size=size,
         duration_ms=result.duration_ms,
         phases_ms=run.phases,
+        fast_path_rows=run.fast_rows,
     )
 
 
@@ -299,7 +302,6 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
         async with deps.pool.acquire() as conn, conn.transaction():
             # Two runs of one feed never merge at once; different feeds go in parallel.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", run.feed_id)
-            await stage.create_stage(conn, table)
             first = await _read_frame(proc.stdout)
             end: End | None = None
             ignored: list[str] = []
@@ -314,16 +316,19 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                         {"missing": first.missing, "ignored_columns": first.ignored},
                     )
                 state: dict[str, End] = {}
+                await stage.create_stage(conn, table, first.columns)
                 phases["setup_ms"] = _ms(started)
                 await conn.copy_to_table(
                     table,
                     source=_payloads(proc.stdout, errors, progress, state),
-                    columns=stage.STAGE_COLUMNS,
+                    columns=["line", *first.columns],
                     format="csv",
+                    delimiter=run.options.delimiter,
                 )
                 end = state.get("end")
             elif isinstance(first, End):
-                end = first
+                end = first  # an empty file: an empty stage, so every later step stays the same
+                await stage.create_stage(conn, table, list(COLUMNS))
             if end is None:
                 raise JobFailure(
                     "PARSE_FAILED",
@@ -372,8 +377,9 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                 counts = await stage.merge(conn, table, run.feed_id, run.job_id, snapshot=snapshot)
             else:
                 counts = stage.MergeCounts()
-            await conn.execute(f"DROP TABLE {table}")
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
             phases["merge_ms"] = _ms(started)
+            run.fast_rows = end.fast_rows
             result = ValidationResult(
                 rows_read=end.rows_read,
                 rows_valid=rows_valid,
@@ -393,16 +399,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                 await conn.execute(
                     "UPDATE feeds SET last_loaded_at = now() WHERE id = $1", run.feed_id
                 )
-            if not await runs.finish(
-                conn,
-                run,
-                "completed",
-                message=_summary(result),
-                result=result,
-                file_etag=info.etag,
-                file_size=info.size,
-            ):
-                raise LeaseLost()
+            await _complete(conn, run, result, info.etag, info.size)
             return result, info.etag, info.size
     finally:
         feeder.cancel()
@@ -477,14 +474,30 @@ async def _file_skip(
         duration_ms=round((time.monotonic() - started) * 1000),
         dry_run=run.options.dry_run,
     )
-    if not await runs.finish(
-        deps.pool,
+    await _complete(deps.pool, run, result, etag, size)
+    return result
+
+
+async def _complete(
+    db: asyncpg.Pool | asyncpg.Connection,
+    run: ClaimedRun,
+    result: ValidationResult,
+    etag: str,
+    size: int,
+) -> None:
+    """Mark the run completed, in the load's transaction; a cancel asked at any time before
+    this commit wins: the load is rolled back and the run ends cancelled."""
+    if await runs.finish(
+        db,
         run,
         "completed",
         message=_summary(result),
         result=result,
         file_etag=etag,
         file_size=size,
+        unless_cancelled=True,
     ):
-        raise LeaseLost()
-    return result
+        return
+    if await runs.cancel_requested(db, run):
+        raise RunCancelled()
+    raise LeaseLost()

@@ -11,10 +11,11 @@ import msgspec
 class Header(msgspec.Struct, tag="header"):
     ignored: list[str]
     missing: list[str]
+    columns: list[str] = []  # staging column of each header position (see HeaderInfo)
 
 
 class Batch(msgspec.Struct, tag="batch"):
-    payload: bytes  # CSV for COPY: line, then the cleaned columns
+    payload: bytes  # CSV for COPY: line, then the cleaned fields in the header's order
     rows: int  # valid rows in payload
     rows_read: int  # data rows read so far
     errors: list[tuple[int, str | None, str, str, str]]  # line, column, code, message, raw
@@ -25,6 +26,7 @@ class End(msgspec.Struct, tag="end"):
     rows_valid: int
     rows_rejected: int
     inflated_bytes: int
+    fast_rows: int = 0  # rows staged by the fast path (consumer/fastpath.py)
 
 
 class Fatal(msgspec.Struct, tag="fatal"):
@@ -46,6 +48,8 @@ def pack(frame: Frame) -> bytes:
 
 class WorkerConfig(msgspec.Struct, frozen=True):
     delimiter: str = ","
+    fast_path: bool = True
+    read_bytes: int = 1024 * 1024  # stdin read size (tests use small ones: many blocks)
     batch_rows: int = 5000
     max_inflated_bytes: int = 20 * 1024**3
     max_inflate_ratio: int = 200

@@ -32,6 +32,7 @@ class ClaimedRun(msgspec.Struct):
     request_id: str | None
     feed: dict[str, Any]
     phases: dict[str, int] = {}  # milliseconds since the run started, at the end of each phase
+    fast_rows: int = 0  # rows the parse worker staged by its fast path
 
 
 async def resolve_job_id(conn: asyncpg.Connection, req: RunRequest) -> str | None:
@@ -148,15 +149,18 @@ async def finish(
     error: Any = None,
     file_etag: str | None = None,
     file_size: int | None = None,
+    unless_cancelled: bool = False,
 ) -> bool:
-    """End the run (fenced); False if it was no longer ours."""
+    """End the run (fenced); False if it was no longer ours, or, with ``unless_cancelled``,
+    if a cancel was asked meanwhile (a cancel answered 202 must win over a late commit)."""
     result_json = None if result is None else encode(result).decode()
     error_json = None if error is None else encode(error).decode()
+    fence = " AND NOT cancel_requested" if unless_cancelled else ""
     row = await conn.fetchrow(
         "UPDATE jobs SET status = $3, message = $4, result = $5::json, error = $6::json,"
         " finished_at = now(), lease_until = NULL, progress = NULL, retry_after = NULL,"
         " cancel_requested = false"
-        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING id",
+        f" WHERE id = $1 AND attempt = $2 AND status = 'running'{fence} RETURNING id",
         run.job_id,
         run.attempt,
         status,
@@ -178,6 +182,16 @@ async def finish(
         file_size,
     )
     return True
+
+
+async def cancel_requested(db: asyncpg.Pool | asyncpg.Connection, run: ClaimedRun) -> bool | None:
+    """None if the run is no longer ours, else whether a cancel was asked."""
+    flag: bool | None = await db.fetchval(
+        "SELECT cancel_requested FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        run.job_id,
+        run.attempt,
+    )
+    return flag
 
 
 async def release(pool: asyncpg.Pool, run: ClaimedRun) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,12 @@ class HeaderInfo:
             else:
                 self.ignored.append(name.strip())
         self.missing = [c for c in REQUIRED if c not in self.index]
+
+    @property
+    def stage_columns(self) -> list[str]:
+        """The staging table's column for each header position (``x<n>`` when ignored)."""
+        by_position = {pos: col for col, pos in self.index.items()}
+        return [by_position.get(pos, f"x{pos}") for pos in range(self.width)]
 
 
 def _cached(clean: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -97,7 +102,8 @@ class RowValidator:
 
 
 def hash_text(v: CleanRow) -> str:
-    """The text the row hash is a digest of (the staging table computes the same in SQL)."""
+    """The text the row hash is a digest of: the cleaned values joined by U+001F, as the
+    database's product_hash() joins the staged text (sql/0002_row_hash_bigint.sql)."""
     return "\x1f".join(
         (
             v[0],
@@ -115,22 +121,34 @@ def hash_text(v: CleanRow) -> str:
     )
 
 
-def row_hash(v: CleanRow) -> str:
-    """Digest of the cleaned values: equal cleaned rows hash equal, however they were spelt."""
-    return hashlib.md5(hash_text(v).encode(), usedforsecurity=False).hexdigest()
-
-
-def _q(value: str | None) -> str:
+def _q(value: object) -> str:
     """A free-text field for COPY ... CSV: always quoted; None stays unquoted empty (NULL)."""
     if value is None:
         return ""
-    return '"' + value.replace('"', '""') + '"'
+    return '"' + str(value).replace('"', '""') + '"'
 
 
-def copy_line(line: int, v: CleanRow) -> str:
-    """One staging row as COPY CSV: line, then the cleaned columns (the hash is computed by
-    the staging table itself, from the same cleaned text: see consumer/stage.py)."""
-    return (
-        f"{line},{v[0]},{_q(v[1])},{_q(v[2])},{v[3]},{v[4]},{v[5]},{_q(v[6])},{_q(v[7])},"
-        f"{v[8] or ''},{v[9] or ''},{v[10]}\n"
-    )
+def _plain(value: object) -> str:
+    """A field that can hold no delimiter, quote or line break (sku, price, code, ...)."""
+    return "" if value is None else str(value)
+
+
+# How each column of a CleanRow is written for COPY (free text is quoted).
+_WRITERS = (_plain, _q, _q, _plain, _plain, _plain, _q, _q, _plain, _plain, _plain)
+
+
+class CopyWriter:
+    """One staging row as COPY CSV: the line number, then the cleaned values in the header's
+    column order (NULL for ignored columns), so that the fast path can send clean lines as
+    they are and both paths stage the same text (see consumer/fastpath.py)."""
+
+    def __init__(self, header: HeaderInfo, delimiter: str) -> None:
+        by_position = {pos: COLUMNS.index(col) for col, pos in header.index.items()}
+        self._order = [by_position.get(pos) for pos in range(header.width)]
+        self._delimiter = delimiter
+
+    def line(self, line: int, v: CleanRow) -> str:
+        out = [str(line)]
+        for j in self._order:
+            out.append("" if j is None else _WRITERS[j](v[j]))
+        return self._delimiter.join(out) + "\n"

@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_inflate_ratio: int = 200
     max_json_body_bytes: int = 64 * 1024
     consumer_concurrency: int = 2
+    fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)
     lease_seconds: int = 30
     max_attempts: int = 3
     shutdown_grace_seconds: int = 20

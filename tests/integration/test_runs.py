@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from consumer import etl, runs
+from service.contracts import RunRequest, ValidationResult
 from tests.conftest import wait_for
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate
@@ -191,3 +195,41 @@ async def test_long_poll_times_out_with_304(client, acme):
     assert resp.status == 304
     resp = await client.get(f"/jobs/{jv}?wait=61", headers=acme)
     assert resp.status == 400
+
+
+async def test_a_cancel_asked_before_the_commit_wins_over_the_completion(client, acme, db):
+    """No timing games: the run is claimed, a cancel is asked, then the load tries to
+    commit. The completion must refuse, so the load rolls back and the run ends cancelled."""
+    ids = await upload_feed(client, acme, b"sku,name,price,currency\nA-1,Cap,1.00,USD\n")
+    jv = ids["validation_job_id"]
+    async with db.acquire() as conn:
+        outcome, run = await runs.claim(conn, RunRequest(job_id=jv), lease_seconds=30)
+    assert outcome is runs.ClaimOutcome.CLAIMED and run is not None
+    resp = await client.post(f"/jobs/{jv}/cancel", headers=acme)
+    assert resp.status == 202
+    result = ValidationResult(
+        rows_read=1,
+        rows_valid=1,
+        rows_rejected=0,
+        inserted=1,
+        updated=0,
+        unchanged=0,
+        deleted=0,
+        bytes_read=40,
+        file_unchanged=False,
+        ignored_columns=[],
+        first_error=None,
+        duration_ms=1,
+    )
+    async with db.acquire() as conn:
+        with pytest.raises(etl.RunCancelled):
+            async with conn.transaction():
+                await etl._complete(conn, run, result, "etag", 40)
+    job = await (await client.get(f"/jobs/{jv}", headers=acme)).json()
+    assert job["status"] == "running"  # the consumer's handler then records it as cancelled
+    # Without a cancel, the same completion goes through.
+    await db.execute("UPDATE jobs SET cancel_requested = false WHERE id = $1", jv)
+    async with db.acquire() as conn, conn.transaction():
+        await etl._complete(conn, run, result, "etag", 40)
+    job = await (await client.get(f"/jobs/{jv}", headers=acme)).json()
+    assert job["status"] == "completed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer.rules import RowFault
-from consumer.validate import HeaderInfo, RowValidator, copy_line, row_hash
+from consumer.validate import CopyWriter, HeaderInfo, RowValidator, hash_text
 
 
 def test_header_matching_is_case_insensitive_trimmed_any_order():
@@ -62,12 +62,21 @@ def test_messy_and_clean_spellings_hash_equal():
     messy = v.clean(
         [" A-1", "  Red   shoe ", " $1,234.5 ", " usd ", "YES", "4-006381-333931", "2026-01-02"]
     )
-    assert clean == messy and row_hash(clean) == row_hash(messy)
+    assert clean == messy and hash_text(clean) == hash_text(messy)
     other = v.clean(["A-1", "Red shoe", "1234.51", "USD", "true", "", ""])
-    assert row_hash(other) != row_hash(clean)
+    assert hash_text(other) != hash_text(clean)
 
 
 def test_copy_line_quotes_free_text_and_leaves_nulls_empty():
-    v = RowValidator(HeaderInfo(["sku", "name", "price", "currency", "description"]))
-    values = v.clean(["A-1", 'Say "hi", ok', "1", "usd", "multi\nline"])
-    assert copy_line(7, values) == ('7,A-1,"Say ""hi"", ok","multi\nline",1.00,USD,0,,,,,true\n')
+    header = HeaderInfo(["sku", "name", "price", "currency", "description"])
+    values = RowValidator(header).clean(["A-1", 'Say "hi", ok', "1", "usd", "multi\nline"])
+    assert CopyWriter(header, ",").line(7, values) == (
+        '7,A-1,"Say ""hi"", ok",1.00,USD,"multi\nline"\n'
+    )
+
+
+def test_copy_line_follows_the_header_order_with_ignored_columns_null():
+    header = HeaderInfo(["colour", "currency", "price", "name", "sku", "quantity"])
+    assert header.stage_columns == ["x0", "currency", "price", "name", "sku", "quantity"]
+    values = RowValidator(header).clean(["red", "eur", "$2", "Cap", "C-1", ""])
+    assert CopyWriter(header, ";").line(3, values) == '3;;EUR;2.00;"Cap";C-1;0\n'
