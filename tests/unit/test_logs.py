@@ -1,0 +1,41 @@
+"""Every line on stdout is one JSON object, ours and the libraries' alike."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import logging
+from service.logs import configure_logging, get_logger
+from service.settings import load_settings
+
+configure_logging(load_settings({}))
+get_logger("t").info("run_started", job_id="JV00001", obj=object())
+logging.getLogger("aiormq.connection").error("error when creating transport: %s", "refused")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("aiohttp.server").exception("Error handling request")
+    get_logger("t").exception("run_crashed", job_id="JV00001")
+"""
+
+
+def test_every_stdout_line_is_json_with_event_level_and_time():
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in lines] == [
+        "run_started",
+        "error when creating transport: refused",
+        "Error handling request",
+        "run_crashed",
+    ]
+    assert all({"event", "level", "ts"} <= e.keys() for e in lines)
+    assert lines[0]["job_id"] == "JV00001" and lines[1]["logger"] == "aiormq.connection"
+    assert (
+        "ZeroDivisionError" in lines[2]["exception"]
+        and "ZeroDivisionError" in lines[3]["exception"]
+    )
