@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from service.jobcache import JobCache
 from service.logs import get_logger
 
 log = get_logger(__name__)
@@ -24,6 +25,7 @@ class JobWatcher:
         self._callbacks: dict[str, list[Callable[[], None]]] = {"job_changed": []}
         self._conn: asyncpg.Connection | None = None
         self.connected = asyncio.Event()
+        self.cache = JobCache()  # job rows, dropped on their job_changed notification
 
     def on(self, channel: str, callback: Callable[[], None]) -> None:
         self._callbacks.setdefault(channel, []).append(callback)
@@ -58,6 +60,7 @@ class JobWatcher:
 
     def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == "job_changed":
+            self.cache.invalidate(payload)  # first: woken long polls must read the new row
             self._wake(payload)
         for callback in self._callbacks.get(channel, ()):
             callback()
@@ -78,6 +81,7 @@ class JobWatcher:
             try:
                 for channel in self._callbacks:
                     await conn.add_listener(channel, self._notified)
+                self.cache.reset(enabled=True)
                 self.connected.set()
                 log.info("listener_connected", channels=sorted(self._callbacks))
                 # Anything that happened while we were away is picked up by a re-read.
@@ -91,6 +95,7 @@ class JobWatcher:
                 log.warning("listener_connection_lost", error=str(exc))
             finally:
                 self.connected.clear()
+                self.cache.reset(enabled=False)  # notifications may be missed meanwhile
                 self._conn = None
                 if not conn.is_closed():
                     await conn.close()

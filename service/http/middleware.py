@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -29,6 +30,10 @@ log = get_logger("service.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Generated request ids: a random prefix per process and a counter (unique across replicas
+# without a uuid4, i.e. an os.urandom call, per request).
+_ID_PREFIX = secrets.token_hex(12)
+_ID_COUNTER = itertools.count(1)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 PROTECTED = ("/jobs", "/feeds")
@@ -71,10 +76,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     """Outermost: request id, one access log line, and every error mapped to the error body."""
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _SANE_ID.match(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    # Every line the request causes names the job or feed it is about (ops filter by them).
+    ids = {k: v for k in ("job_id", "feed_id") if (v := request.match_info.get(k))}
+    structlog.contextvars.bind_contextvars(request_id=request_id, **ids)
     try:
         try:
             response = await handler(request)

@@ -83,6 +83,7 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
             message=message,
             error=encode({"code": code, "message": message, "details": {}}).decode(),
         )
+        app[keys.WATCHER].cache.invalidate(js_id)
         log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
         raise
     result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
@@ -95,6 +96,7 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
             error=None,
             message=f"Stored {stored.bytes} bytes",
         )
+    app[keys.WATCHER].cache.invalidate(js_id)
     log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
 
 

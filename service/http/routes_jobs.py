@@ -55,11 +55,19 @@ MAX_WAIT = 60
 
 
 async def _load(request: web.Request, job_id: str) -> asyncpg.Record:
+    """The job as its owner sees it: from the gateway's cache (service/jobcache.py) while
+    the job has not changed since, else from the database."""
     if not ids.is_job_id(job_id):
         raise JobNotFound(job_id)
-    row = await jobs_store.get_job(request.app[keys.POOL], job_id, principal(request).tenant_id)
+    tenant_id = principal(request).tenant_id
+    cache = request.app[keys.WATCHER].cache
+    row = cache.get(job_id, tenant_id)
     if row is None:
-        raise JobNotFound(job_id)
+        seen = cache.changes
+        row = await jobs_store.get_job(request.app[keys.POOL], job_id, tenant_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        cache.put(job_id, tenant_id, row, seen)
     return row
 
 
@@ -223,6 +231,7 @@ async def run_job(request: web.Request) -> web.Response:
                 _request_hash(job_id, raw.strip()),
                 accepted,
             )
+    request.app[keys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
     if wait:
         row = await _load(request, job_id)
@@ -258,6 +267,7 @@ async def cancel_job(request: web.Request) -> web.Response:
                 details={"job_id": job_id, "status": job["status"]},
             )
         await jobs_store.cancel(conn, job)
+    request.app[keys.WATCHER].cache.invalidate(job_id)
     log.info("cancel_requested", job_id=job_id, status=job["status"])
     row = await _load(request, job_id)
     return job_response(row, request, status=202)

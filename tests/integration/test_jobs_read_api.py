@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
+import structlog.testing
 
+from tests.conftest import wait_for
 from tests.integration.test_feeds_api import upload
 
 
@@ -113,6 +116,21 @@ async def test_every_response_has_a_request_id(client, acme):
     assert resp.status == 404 and "x-request-id" in resp.headers
 
 
+async def test_generated_request_ids_are_distinct(client, acme):
+    seen = {(await client.get("/healthz")).headers["x-request-id"] for _ in range(50)}
+    assert len(seen) == 50
+
+
+async def test_access_log_line_names_the_job_and_the_request(client, acme):
+    [ids] = await make_feeds(client, acme, 1)
+    job_id = ids["validation_job_id"]
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
+        await client.get(f"/jobs/{job_id}", headers={**acme, "x-request-id": "poll-7"})
+    [line] = [e for e in logs if e["event"] == "http_request"]
+    assert line["job_id"] == job_id and line["request_id"] == "poll-7"
+    assert line["status"] == 200 and line["tenant"] == "acme" and "duration_ms" in line
+
+
 async def test_list_paginates_without_gaps_or_duplicates(client, acme, globex):
     created = await make_feeds(client, acme, 7)
     await make_feeds(client, globex, 2)
@@ -212,3 +230,29 @@ async def test_unexpected_errors_are_500_without_traceback(client, acme, db):
     body = await resp.json()
     assert body["detail"] == "Internal error" and body["details"]["request_id"] == "req-500"
     assert "Traceback" not in await resp.text()
+
+
+async def test_cached_job_follows_changes_made_by_other_processes(client, acme, db):
+    """The gateway keeps job rows between polls; a change committed elsewhere (the consumer)
+    reaches the next GET through NOTIFY, not after some expiry."""
+    [ids] = await make_feeds(client, acme, 1)
+    job_id = ids["validation_job_id"]
+    url = f"/jobs/{job_id}"
+    first = await client.get(url, headers=acme)
+    assert (await client.get(url, headers=acme)).headers["ETag"] == first.headers["ETag"]
+    await db.execute("UPDATE jobs SET message = 'changed elsewhere' WHERE id = $1", job_id)
+
+    async def seen():
+        body = await (await client.get(url, headers=acme)).json()
+        return body["message"] == "changed elsewhere"
+
+    await wait_for(seen, timeout=5)
+
+
+async def test_own_writes_are_read_at_once_and_other_tenants_still_get_404(client, acme, globex):
+    [ids] = await make_feeds(client, acme, 1)
+    url = f"/jobs/{ids['validation_job_id']}"
+    assert (await (await client.get(url, headers=acme)).json())["status"] == "created"
+    assert (await client.post(f"{url}/run", headers=acme)).status == 202
+    assert (await (await client.get(url, headers=acme)).json())["status"] == "queued"
+    assert (await client.get(url, headers=globex)).status == 404
