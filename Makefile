@@ -35,8 +35,11 @@ format: install
 	$(VENV)/bin/ruff check --fix service consumer tests bench
 	$(VENV)/bin/ruff format service consumer tests bench
 
-bench: install        ## the benchmarks of benchmarks.md; table on stdout, JSON in bench/results/
+bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON in bench/results/
 	$(PY) bench/run.py
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
+	  || echo "bench: wrk not installed; the gateway bench uses its Python load generator"
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

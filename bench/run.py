@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -31,6 +29,7 @@ DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
+from bench.report import report  # noqa: E402
 from service import embedded_s3  # noqa: E402
 from service.db import admin_url  # noqa: E402
 from service.settings import load_settings  # noqa: E402
@@ -42,6 +41,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def s3_endpoint() -> tuple[str, subprocess.Popen[bytes] | None]:
+    """S3_ENDPOINT_URL, else moto's server started here (stop it with embedded_s3.stop)."""
+    if os.environ.get("S3_ENDPOINT_URL"):
+        return os.environ["S3_ENDPOINT_URL"], None
+    port = free_port()
+    return f"http://127.0.0.1:{port}", embedded_s3.start(port)
 
 
 def feed(rows: int, *args: str) -> Path:
@@ -61,7 +68,10 @@ def feed(rows: int, *args: str) -> Path:
 class Stack:
     """Scratch database, gateway and consumer processes."""
 
-    def __init__(self, base_env: dict[str, str], db_url: str, s3: str) -> None:
+    def __init__(
+        self, base_env: dict[str, str], db_url: str, s3: str, consumer: bool = True
+    ) -> None:
+        self.with_consumer = consumer
         self.port = free_port()
         self.env = {
             **base_env,
@@ -69,7 +79,7 @@ class Stack:
             "S3_ENDPOINT_URL": s3,
             "HTTP_PORT": str(self.port),
             "AMQP_PREFIX": f"bench{os.getpid()}.",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": base_env.get("LOG_LEVEL", "INFO"),
             "RATE_LIMIT_PER_SECOND": "100000",
             "RATE_LIMIT_BURST": "100000",
         }
@@ -91,8 +101,11 @@ class Stack:
                 [py, "-m", "service", "gateway"], env=self.env, stdout=subprocess.DEVNULL
             )
         )
-        with self.consumer_log.open("wb") as log:
-            self.procs.append(subprocess.Popen([py, "-m", "consumer"], env=self.env, stdout=log))
+        if self.with_consumer:
+            with self.consumer_log.open("wb") as log:
+                self.procs.append(
+                    subprocess.Popen([py, "-m", "consumer"], env=self.env, stdout=log)
+                )
         for _ in range(200):
             if embedded_s3.port_open("127.0.0.1", self.port):
                 return
@@ -237,14 +250,9 @@ async def main() -> None:
     args = ap.parse_args()
     base = feed(args.rows, "--seed", "1")
     changed = feed(args.rows, "--seed", "2", "--base-seed", "1", "--change-pct", "1")
-    s3_proc = None
-    s3 = os.environ.get("S3_ENDPOINT_URL")
-    if not s3:
-        port = free_port()
-        s3_proc = embedded_s3.start(port)
-        s3 = f"http://127.0.0.1:{port}"
+    s3, s3_proc = s3_endpoint()
     db_url = await fresh_db("feedjobs_bench")
-    stack = Stack(dict(os.environ), db_url, s3)
+    stack = Stack({**os.environ, "LOG_LEVEL": "INFO"}, db_url, s3)  # INFO: run phases
     rows: list[tuple[str, float, str, str, bool]] = []
     try:
         ref = psql_copy(db_url, base)
@@ -330,33 +338,14 @@ async def main() -> None:
         stack.stop()
         if s3_proc:
             embedded_s3.stop(s3_proc)
-    print(
-        f"\nfeedjobs benchmark, {args.rows:,} rows, {datetime.date.today()},"
-        f" {platform.node()} ({os.cpu_count()} cores)"
+    report(
+        "etl",
+        f"feedjobs ETL benchmark, {args.rows:,} rows",
+        rows,
+        rows_per_feed=args.rows,
+        reference_s=round(ref, 3),
+        reference="psql \\copy into a keyed table",
     )
-    print(f"reference: psql \\copy into a keyed table: {ref:.2f} s\n")
-    print(f"{'case':36} {'value':>10} {'ratio':>8}  {'target':24} ok")
-    for name, value, ratio, target, ok in rows:
-        print(f"{name:36} {value:10.2f} {ratio:>8}  {target:24} {'yes' if ok else 'NO'}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"etl-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "rows": args.rows,
-                "reference_s": ref,
-                "date": str(datetime.date.today()),
-                "machine": platform.node(),
-                "cores": os.cpu_count(),
-                "cases": [
-                    dict(zip(("case", "value", "ratio", "target", "ok"), r, strict=True))
-                    for r in rows
-                ],
-            },
-            indent=2,
-        )
-    )
-    print(f"\nwritten to {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
