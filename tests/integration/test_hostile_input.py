@@ -244,3 +244,23 @@ async def test_different_feeds_run_in_parallel(client, acme, consumer, db):
     assert ja["result"]["inserted"] == jb["result"]["inserted"] == 100000
     runs = await db.fetch("SELECT started_at, finished_at FROM job_runs ORDER BY started_at")
     assert runs[1]["started_at"] < runs[0]["finished_at"]  # they overlapped
+
+
+async def test_rejections_are_kept_for_the_latest_run_only(client, acme, consumer, db):
+    ids = await upload_feed(client, acme, b"sku,name,price,currency\nA-1,Cap,abc,USD\n")
+    jv = ids["validation_job_id"]
+    first = await run_and_wait(client, acme, jv)
+    assert first["result"]["rows_rejected"] == 1
+    errors = await (await client.get(f"/jobs/{jv}/errors", headers=acme)).json()
+    assert [(e["line"], e["code"]) for e in errors["errors"]] == [(2, "INVALID_PRICE")]
+    resp = await client.put(
+        f"/feeds/{ids['feed_id']}/file",
+        data=b"sku,name,price,currency\nA-1,Cap,1.00,USD\n",
+        headers={**acme, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201
+    second = await run_and_wait(client, acme, jv)
+    assert second["attempt"] == 2 and second["result"]["rows_rejected"] == 0
+    errors = await (await client.get(f"/jobs/{jv}/errors", headers=acme)).json()
+    assert errors == {"job_id": jv, "attempt": 2, "errors": [], "next_cursor": None}
+    assert await db.fetchval("SELECT count(*) FROM job_errors WHERE job_id = $1", jv) == 0
