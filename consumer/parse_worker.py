@@ -79,7 +79,7 @@ def _rows(
     """Every data row: whole clean blocks by the fast path, the rest record by record."""
     validator = RowValidator(info)
     writer = CopyWriter(info, cfg.delimiter)
-    fast = FastPath(info, cfg.delimiter) if cfg.fast_path else None
+    fast = FastPath(info, cfg.delimiter) if cfg.fast_path and not info.wide else None
     parts: list[str] = []
     errors: list[tuple[int, str | None, str, str, str]] = []
     pending = valid = rejected = rows_read = fast_rows = 0

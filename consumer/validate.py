@@ -9,6 +9,7 @@ from consumer import rules
 from consumer.rules import COLUMNS, REQUIRED, RowFault
 
 _CACHE_LIMIT = 50_000
+MAX_STAGED_COLUMNS = 1000
 
 # The cleaned values of one row, in COLUMNS order.
 CleanRow = tuple[
@@ -30,9 +31,18 @@ class HeaderInfo:
         self.missing = [c for c in REQUIRED if c not in self.index]
 
     @property
+    def wide(self) -> bool:
+        """Too many columns to stage each one (PostgreSQL allows 1600 in a table): only the
+        known columns are staged then, and the fast path (which stages lines whole) is off."""
+        return self.width > MAX_STAGED_COLUMNS
+
+    @property
     def stage_columns(self) -> list[str]:
-        """The staging table's column for each header position (``x<n>`` when ignored)."""
+        """The staging table's column for each header position (``x<n>`` when ignored), or,
+        for a wide header, for each known column in header order."""
         by_position = {pos: col for col, pos in self.index.items()}
+        if self.wide:
+            return [by_position[pos] for pos in sorted(by_position)]
         return [by_position.get(pos, f"x{pos}") for pos in range(self.width)]
 
 
@@ -145,6 +155,8 @@ class CopyWriter:
     def __init__(self, header: HeaderInfo, delimiter: str) -> None:
         by_position = {pos: COLUMNS.index(col) for col, pos in header.index.items()}
         self._order = [by_position.get(pos) for pos in range(header.width)]
+        if header.wide:  # only the known columns are staged
+            self._order = [j for j in self._order if j is not None]
         self._delimiter = delimiter
 
     def line(self, line: int, v: CleanRow) -> str:

@@ -264,3 +264,15 @@ async def test_rejections_are_kept_for_the_latest_run_only(client, acme, consume
     errors = await (await client.get(f"/jobs/{jv}/errors", headers=acme)).json()
     assert errors == {"job_id": jv, "attempt": 2, "errors": [], "next_cursor": None}
     assert await db.fetchval("SELECT count(*) FROM job_errors WHERE job_id = $1", jv) == 0
+
+
+async def test_a_feed_with_1700_unknown_columns_still_loads(client, acme, consumer, db):
+    extra = [f"extra_{i}" for i in range(1700)]
+    header = ",".join(["sku", *extra, "name", "price", "currency"])
+    rows = [",".join([f"W-{n}", *["v"] * 1700, "Wide", "1.00", "USD"]) for n in range(3)]
+    data = (header + "\n" + "\n".join(rows) + "\n").encode()
+    ids = await upload_feed(client, acme, data)
+    job = await run_and_wait(client, acme, ids["validation_job_id"])
+    assert job["status"] == "completed", job
+    assert job["result"]["inserted"] == 3 and len(job["result"]["ignored_columns"]) == 1700
+    assert await db.fetchval("SELECT count(*) FROM products WHERE name = 'Wide'") == 3

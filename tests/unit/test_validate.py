@@ -80,3 +80,11 @@ def test_copy_line_follows_the_header_order_with_ignored_columns_null():
     assert header.stage_columns == ["x0", "currency", "price", "name", "sku", "quantity"]
     values = RowValidator(header).clean(["red", "eur", "$2", "Cap", "C-1", ""])
     assert CopyWriter(header, ";").line(3, values) == '3;;EUR;2.00;"Cap";C-1;0\n'
+
+
+def test_a_very_wide_header_stages_only_the_known_columns():
+    header = HeaderInfo(["price", *[f"c{i}" for i in range(1700)], "sku", "currency", "name"])
+    assert header.wide and header.stage_columns == ["price", "sku", "currency", "name"]
+    fields = ["2", *["x"] * 1700, "W-1", "usd", "Wide"]
+    values = RowValidator(header).clean(fields)
+    assert CopyWriter(header, ",").line(2, values) == '2,2.00,W-1,USD,"Wide"\n'
