@@ -5,7 +5,9 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY consumer ./consumer
 COPY sql ./sql
-RUN pip install --no-cache-dir .
+# Editable: the code stays in /app beside sql/, where the migrations are read from, so the
+# console scripts (feedjobs-gateway, ...) work from any directory too.
+RUN pip install --no-cache-dir -e .
 RUN useradd --create-home feedjobs
 USER feedjobs
 ENV HTTP_HOST=0.0.0.0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
+from service.errors import ConfigError
 from service.logs import get_logger
 
 log = get_logger(__name__)
@@ -22,6 +23,9 @@ def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
 
 async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply every migration not yet recorded; returns the versions applied now."""
+    if not migration_files(sql_dir):
+        # An install without the sql/ folder must not start against an empty schema.
+        raise ConfigError(f"no migrations found in {sql_dir}: is the sql/ folder installed?")
     started = time.monotonic()
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:

@@ -6,8 +6,10 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
 from service.db import admin_url, ensure_database
+from service.errors import ConfigError
 from service.migrate import migrate, migration_files
 from tests.conftest import BASE, _db_url
 
@@ -58,3 +60,12 @@ async def test_migrations_apply_to_an_empty_database_and_are_idempotent():
         admin = await asyncpg.connect(admin_url(BASE.database_url))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_missing_sql_folder_fails_loudly(tmp_path):
+    conn = await asyncpg.connect(admin_url(BASE.database_url))
+    try:
+        with pytest.raises(ConfigError, match="no migrations found"):
+            await migrate(conn, tmp_path)
+    finally:
+        await conn.close()
