@@ -160,13 +160,10 @@ class RecordReader:
         cur = self._cur
         while True:
             if not pending:
-                # Only reached in the middle of a record (see records()): it goes on in the
-                # next block.
-                block = self._source.next_block()
-                if block is None:
-                    self._eof = True
+                # Only reached in the middle of a record (next_record() returns when idle):
+                # the record goes on in the next block.
+                if not self._pull():
                     return
-                self.push(block)
                 continue
             line = pending.popleft()
             self.lineno += 1
@@ -212,15 +209,19 @@ class RecordReader:
         while True:
             rec = self.next_record()
             if rec is None:
-                if self._eof:
+                if self._eof or not self._pull():
                     return
-                block = self._source.next_block()
-                if block is None:
-                    self._eof = True
-                    return
-                self.push(block)
                 continue
             yield rec
+
+    def _pull(self) -> bool:
+        """Push the source's next block; False (and at end) when there is none."""
+        block = self._source.next_block()
+        if block is None:
+            self._eof = True
+            return False
+        self.push(block)
+        return True
 
     def raw_of_last(self) -> str:
         """The raw text of the record last returned (for rejections found after parsing)."""
