@@ -80,7 +80,6 @@ class FastPath:
                 self._checked.append((len(self._checked), _CHECKED[column], set()))
         self._row = re.compile("^" + x.join(parts) + "\n", re.MULTILINE)
         self._prefix = "{}" + delimiter + "{}\n"  # the delimiters allowed hold no brace
-        self.blocks = 0  # blocks taken (for the worker's statistics)
 
     def try_block(self, block: bytes, first_line: int) -> tuple[str, int] | None:
         """COPY text for the block (line number first) and its row count, or None."""
@@ -105,7 +104,6 @@ class FastPath:
             return None  # some line is not a clean record (or not one record)
         if self._checked and not self._values_ok(found):
             return None
-        self.blocks += 1
         prefix = self._prefix.format
         return "".join(map(prefix, range(first_line, first_line + len(lines)), lines)), len(lines)
 

@@ -24,17 +24,13 @@ class JobCache:
         self._size = size
         self.changes = 0  # invalidations so far: a fill started before one is not kept
         self.enabled = False
-        self.hits = 0
-        self.misses = 0
 
     def get(self, job_id: str, tenant_id: int) -> asyncpg.Record | None:
         """The cached row, if any and if it is this tenant's (else None: read the database)."""
         entry = self._rows.get(job_id)
         if entry is None or entry[0] != tenant_id:
-            self.misses += 1
             return None
         self._rows.move_to_end(job_id)
-        self.hits += 1
         return entry[1]
 
     def put(self, job_id: str, tenant_id: int, row: asyncpg.Record, seen: int) -> None:
