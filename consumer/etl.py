@@ -14,9 +14,10 @@ import math
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+import botocore.exceptions
 import msgspec
 
 from consumer import runs, stage
@@ -24,15 +25,26 @@ from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, deco
 from consumer.rules import COLUMNS
 from consumer.runs import ClaimedRun
 from service.contracts import EffectiveOptions, FirstError, ValidationResult
-from service.errors import JobFailure
+from service.errors import InvalidRequest, JobFailure
 from service.logs import get_logger
-from service.s3 import head, parse_s3_uri, read_stream
+from service.retry import TRANSIENT
+from service.s3 import S3Uri, head, parse_s3_uri, read_stream
+from service.s3_access import may_read
 from service.settings import Settings
+from service.store import s3_prefixes
 
 log = get_logger(__name__)
 
 PROGRESS_EVERY = 1.0  # seconds
 ERROR_FLUSH = 2000
+
+
+# Faults of a dependency rather than of the run: PostgreSQL or S3 unreachable.
+INTERRUPTIONS: tuple[type[BaseException], ...] = (
+    *TRANSIENT,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+)
 
 
 class RunCancelled(Exception):
@@ -164,6 +176,10 @@ async def _spawn_worker(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=1024 * 1024,
+        # Its own session: a signal to the consumer's process group (Ctrl-C, systemd's
+        # SIGTERM) must reach only the consumer, which drains its runs and then ends the
+        # worker itself (stdin closed, or killed on abandon).
+        start_new_session=True,
     )
 
 
@@ -179,8 +195,16 @@ async def _read_frame(stdout: asyncio.StreamReader) -> Frame | None:
     return frame
 
 
-async def execute(deps: Deps, run: ClaimedRun) -> None:
-    """Run the ETL and record its outcome; never raises for the run's own failures."""
+# How a run ended, for the consumer: ``interrupted`` runs are released (re-queued) by it.
+RunEnd = Literal["completed", "failed", "cancelled", "lease_lost", "interrupted"]
+
+
+async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
+    """Run the ETL and record its outcome; never raises for the run's own failures.
+
+    A fault of a dependency (PostgreSQL or S3 unreachable) mid-run is ``interrupted``: the
+    transaction is gone with its connection, nothing was written, and the caller gives the
+    run back as soon as it can reach PostgreSQL again."""
     bound = log.bind(
         job_id=run.job_id, feed_id=run.feed_id, attempt=run.attempt, request_id=run.request_id
     )
@@ -200,28 +224,27 @@ async def execute(deps: Deps, run: ClaimedRun) -> None:
             recorded=ok,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
-        return
+        return "failed"
     except RunCancelled:
         error = {"code": "CANCELLED", "message": "Cancelled while running; nothing was written"}
         ok = await runs.finish(deps.pool, run, "cancelled", message="Cancelled", error=error)
         bound.info(
             "run_cancelled", recorded=ok, duration_ms=round((time.monotonic() - started) * 1000)
         )
-        return
+        return "cancelled"
     except LeaseLost:
         bound.warning("run_lease_lost", duration_ms=round((time.monotonic() - started) * 1000))
-        return
+        return "lease_lost"
     except asyncio.CancelledError:
         bound.warning("run_abandoned", duration_ms=round((time.monotonic() - started) * 1000))
         raise
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        # The database or S3 went away: leave the run to its lease; the sweeper re-queues it.
-        bound.error(
+    except INTERRUPTIONS as exc:
+        bound.warning(
             "run_interrupted",
-            error=repr(exc),
+            error=f"{type(exc).__name__}: {exc}"[:500],
             duration_ms=round((time.monotonic() - started) * 1000),
         )
-        return
+        return "interrupted"
     except Exception as exc:
         bound.exception("run_crashed")
         message = f"Internal error ({type(exc).__name__}); the load was rolled back"
@@ -232,7 +255,7 @@ async def execute(deps: Deps, run: ClaimedRun) -> None:
             message=message,
             error={"code": "INTERNAL_ERROR", "message": message, "details": {}},
         )
-        return
+        return "failed"
     bound.info(
         "run_completed",
         rows_read=result.rows_read,
@@ -249,6 +272,7 @@ async def execute(deps: Deps, run: ClaimedRun) -> None:
         phases_ms=run.phases,
         fast_path_rows=run.fast_rows,
     )
+    return "completed"
 
 
 def _summary(r: ValidationResult) -> str:
@@ -263,7 +287,7 @@ def _summary(r: ValidationResult) -> str:
 
 
 async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[ValidationResult, str, int]:
-    uri = parse_s3_uri(run.feed["s3_uri"]) if run.feed["s3_uri"] else None
+    uri = await _readable_uri(deps, run)
     info = await head(deps.s3, uri) if uri else None
     if uri is None or info is None:
         raise JobFailure(
@@ -397,7 +421,8 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
             )
             if not run.options.dry_run:
                 await conn.execute(
-                    "UPDATE feeds SET last_loaded_at = now() WHERE id = $1", run.feed_id
+                    "UPDATE feeds SET last_loaded_at = statement_timestamp() WHERE id = $1",
+                    run.feed_id,
                 )
             await _complete(conn, run, result, info.etag, info.size)
             return result, info.etag, info.size
@@ -409,6 +434,22 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await proc.wait()
+
+
+async def _readable_uri(deps: Deps, run: ClaimedRun) -> S3Uri | None:
+    """The feed's object, if its tenant may still read it (an operator may have taken a
+    prefix back since it was registered); None answers like a missing object."""
+    feed = run.feed
+    if not feed["s3_uri"]:
+        return None
+    try:
+        uri = parse_s3_uri(feed["s3_uri"])
+    except InvalidRequest:
+        return None
+    if feed["source"] == "upload":
+        return uri  # written by the gateway itself
+    allowed = await s3_prefixes.allowed(deps.pool, feed["tenant_id"])
+    return uri if may_read(uri, feed["tenant_id"], deps.settings.s3_bucket, allowed) else None
 
 
 async def _payloads(

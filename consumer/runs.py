@@ -7,12 +7,12 @@ re-queued as attempt + 1) can no longer change the job.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
-from service.contracts import EffectiveOptions, RunRequest, encode
+from service.contracts import EffectiveOptions, JobErrorCode, RunRequest, encode
 from service.store import jobs as jobs_store
 
 
@@ -20,14 +20,20 @@ class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"
     UNKNOWN = "unknown"  # no such job or feed: dead-letter
     NOT_RUNNABLE = "not_runnable"  # a submission job: dead-letter
+    NOT_READY = "not_ready"  # the feed has no stored file: dead-letter
     ALREADY_ACTIVE = "already_active"  # running (or queued for another message): no-op
     STALE = "stale"  # names an attempt that is not the queued one: no-op
 
 
-class ClaimedRun(msgspec.Struct):
+class RunKey(msgspec.Struct, kw_only=True):
+    """One run: the job and its attempt (the fencing token)."""
+
     job_id: str
-    feed_id: str
     attempt: int
+
+
+class ClaimedRun(RunKey, kw_only=True):
+    feed_id: str
     options: EffectiveOptions
     request_id: str | None
     feed: dict[str, Any]
@@ -75,6 +81,8 @@ async def claim(
         else:
             if req.attempt is not None:
                 return ClaimOutcome.STALE, None  # a duplicate of a run that has ended
+            if feed["status"] != "ready":
+                return ClaimOutcome.NOT_READY, None
             options = jobs_store.effective_options(req.options, feed)
             attempt = await jobs_store.queue_run(
                 conn, job, options, requested_by="amqp", request_id=req.request_id, publish=False
@@ -141,7 +149,7 @@ async def write_progress(
 
 async def finish(
     conn: asyncpg.Connection | asyncpg.Pool,
-    run: ClaimedRun,
+    run: RunKey,
     status: str,
     *,
     message: str,
@@ -158,8 +166,8 @@ async def finish(
     fence = " AND NOT cancel_requested" if unless_cancelled else ""
     row = await conn.fetchrow(
         "UPDATE jobs SET status = $3, message = $4, result = $5::json, error = $6::json,"
-        " finished_at = now(), lease_until = NULL, progress = NULL, retry_after = NULL,"
-        " cancel_requested = false"
+        " finished_at = statement_timestamp(), lease_until = NULL, progress = NULL,"
+        " retry_after = NULL, cancel_requested = false"
         f" WHERE id = $1 AND attempt = $2 AND status = 'running'{fence} RETURNING id",
         run.job_id,
         run.attempt,
@@ -171,7 +179,7 @@ async def finish(
     if row is None:
         return False
     await conn.execute(
-        "UPDATE job_runs SET status = $3, finished_at = now(), result = $4::json,"
+        "UPDATE job_runs SET status = $3, finished_at = statement_timestamp(), result = $4::json,"
         " error = $5::json, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2",
         run.job_id,
         run.attempt,
@@ -194,23 +202,66 @@ async def cancel_requested(db: asyncpg.Pool | asyncpg.Connection, run: ClaimedRu
     return flag
 
 
-async def release(pool: asyncpg.Pool, run: ClaimedRun) -> bool:
-    """Give an abandoned run back (shutdown): re-queued at once as the next attempt."""
+async def record_run_failure(
+    conn: asyncpg.Connection, run: RunKey, code: JobErrorCode, message: str
+) -> None:
+    """End one run's record (``/runs``) as failed while the job itself goes on."""
+    await conn.execute(
+        "UPDATE job_runs SET status = 'failed', finished_at = statement_timestamp(),"
+        " error = $3::json WHERE job_id = $1 AND attempt = $2",
+        run.job_id,
+        run.attempt,
+        encode({"code": code, "message": message}).decode(),
+    )
+
+
+ReleaseReason = Literal["shutdown", "interrupted"]
+
+
+async def release(
+    pool: asyncpg.Pool, run: ClaimedRun, reason: ReleaseReason, *, max_interruptions: int
+) -> str:
+    """Give a run back that this consumer cannot finish: re-queued at once as the next
+    attempt. A shutdown costs the run request nothing; an interruption by a dependency
+    counts, and the ``max_interruptions``-th fails the job with INTERRUPTED.
+
+    Returns what happened: ``requeued``, ``failed``, or ``gone`` (no longer ours)."""
     async with pool.acquire() as conn, conn.transaction():
         job = await jobs_store.lock_job(conn, run.job_id)
         if job is None or job["status"] != "running" or job["attempt"] != run.attempt:
-            return False
-        await conn.execute(
-            "UPDATE job_runs SET status = 'failed', finished_at = now(),"
-            ' error = \'{"code": "ABANDONED", "message": "The consumer stopped"}\''
-            " WHERE job_id = $1 AND attempt = $2",
-            run.job_id,
-            run.attempt,
-        )
+            return "gone"
+        if reason == "interrupted" and job["interruptions"] + 1 >= max_interruptions:
+            message = (
+                f"Interrupted {job['interruptions'] + 1} times by unavailable dependencies"
+                f" (PostgreSQL, S3); {max_interruptions} is the limit"
+            )
+            await finish(
+                conn,
+                run,
+                "failed",
+                message=message,
+                error={
+                    "code": "INTERRUPTED",
+                    "message": message,
+                    "details": {"interruptions": job["interruptions"] + 1},
+                },
+            )
+            return "failed"
+        if reason == "shutdown":
+            await record_run_failure(conn, run, "ABANDONED", "The consumer stopped")
+        else:
+            await record_run_failure(
+                conn, run, "INTERRUPTED", "A dependency (PostgreSQL or S3) went away mid-run"
+            )
         await jobs_store.queue_run(
-            conn, job, run.options, requested_by="shutdown", request_id=run.request_id
+            conn,
+            job,
+            run.options,
+            requested_by=reason,
+            request_id=run.request_id,
+            spend="nothing" if reason == "shutdown" else "interruption",
         )
-    return True
+    return "requeued"
 
 
 async def last_completed(db: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:

@@ -1,4 +1,10 @@
-"""The consumer process: consume run requests, claim, ack, run the ETL; sweep; stop gracefully."""
+"""The consumer process: consume run requests, claim, ack, run the ETL; sweep; stop gracefully.
+
+Faults: the AMQP session is reopened with backoff whenever the broker drops it; runs already
+claimed go on meanwhile (they are owned by this object, not by the AMQP channel). Every
+message is acked, or dead-lettered with ``x-error-code``/``x-error-message``, whatever its
+bytes; a PostgreSQL outage while claiming holds the message until the database is back.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,25 @@ from typing import Any
 
 import aio_pika
 import msgspec
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from consumer import etl, runs, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
-from service.bus import Names, connect, declare_topology
+from service.bus import Names, declare_topology, open_connection
 from service.contracts import RunRequest
 from service.db import create_pool, ensure_database
 from service.listener import JobWatcher
 from service.logs import get_logger
 from service.migrate import migrate
 from service.outbox import OutboxRelay
+from service.retry import Backoff, is_transient, raise_if_cancelling, retry_forever
 from service.s3 import s3_client
 from service.settings import Settings
 
 log = get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0
+MAX_MESSAGE_BYTES = 64 * 1024  # a run request is a few hundred bytes
+FIRST_SESSION_TIMEOUT = 30.0
 
 
 class DeadLetter(Exception):
@@ -34,15 +43,26 @@ class DeadLetter(Exception):
         self.message = message
 
 
+class Stopping(Exception):
+    """The consumer is shutting down: hand the message back to the broker."""
+
+
 def decode_request(body: bytes) -> RunRequest:
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise DeadLetter(
+            "MESSAGE_TOO_LARGE",
+            f"The run request is {len(body)} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+        )
     try:
         req = msgspec.json.decode(body, type=RunRequest)
     except msgspec.ValidationError as exc:
         raise DeadLetter(
             "INVALID_MESSAGE", f"The run request does not fit the schema: {exc}"
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DeadLetter("INVALID_JSON", f"The run request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DeadLetter("INVALID_JSON", "The run request is nested too deeply") from None
     if req.job_id is None and req.feed_id is None:
         raise DeadLetter("INVALID_MESSAGE", "The run request names neither job_id nor feed_id")
     return req
@@ -55,11 +75,13 @@ class Consumer:
         self.slots = asyncio.Semaphore(settings.consumer_concurrency)
         self.active: dict[asyncio.Task[None], ClaimedRun] = {}
         self.stopping = asyncio.Event()
+        self.consuming = asyncio.Event()  # an AMQP session is up and consuming
         self._stack = contextlib.AsyncExitStack()
         self._queue: AbstractQueue | None = None
         self._dlx: AbstractExchange | None = None
-        self._tag: str | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._intake: set[asyncio.Task[None]] = set()  # messages being settled
+        self._waiting: set[asyncio.Task[None]] = set()  # ... of which waiting for a slot
         self.deps: etl.Deps | None = None
 
     async def start(self) -> None:
@@ -73,59 +95,116 @@ class Consumer:
             await migrate(conn)
         s3 = await self._stack.enter_async_context(s3_client(s))
         self.deps = etl.Deps(settings=s, pool=pool, s3=s3)
-        connection = await connect(s.amqp_url, retries=s.connect_retries)
-        self._stack.push_async_callback(connection.close)
-        channel: AbstractChannel = await connection.channel()
-        await channel.set_qos(prefetch_count=s.consumer_concurrency)
-        topo = await declare_topology(channel, self.names)
-        self._queue = topo["run_queue"]
-        publish_channel = await connection.channel(publisher_confirms=True)
-        self._dlx = await publish_channel.get_exchange(self.names.dlx)
         # Status events are written by this process too: relay them without a gateway.
         relay = OutboxRelay(pool, s.amqp_url, self.names, poll_seconds=s.outbox_poll_seconds)
         watcher = JobWatcher(s.database_url)
         watcher.on("outbox", relay.wake)
         self._background += [
+            asyncio.create_task(retry_forever("consumer_amqp", self._session), name="amqp"),
             asyncio.create_task(relay.run(), name="outbox_relay"),
             asyncio.create_task(watcher.run(), name="listener"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
         ]
         for task in self._background:
             task.add_done_callback(self._background_died)
-        self._tag = await self._queue.consume(self._on_message)
+        try:
+            await asyncio.wait_for(self.consuming.wait(), FIRST_SESSION_TIMEOUT)
+        except TimeoutError:
+            log.warning("consumer_waiting_for_broker", waited_s=FIRST_SESSION_TIMEOUT)
         log.info("consumer_started", queue=self.names.run_queue, concurrency=s.consumer_concurrency)
 
     def _background_died(self, task: asyncio.Task[None]) -> None:
+        # retry_forever never returns: only a bug in the loop itself gets here.
         if task.cancelled() or self.stopping.is_set():
             return
         log.error("background_task_died", task=task.get_name(), error=repr(task.exception()))
         self.stopping.set()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        async with self.slots:
-            if self.stopping.is_set():
-                await message.nack(requeue=True)
-                return
-            await self._handle(message)
+    async def _session(self) -> None:
+        """One AMQP session: topology, consume, until the connection drops."""
+        connection, lost = await open_connection(self.settings.amqp_url)
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self.settings.consumer_concurrency)
+            topo = await declare_topology(channel, self.names)
+            publish_channel = await connection.channel(publisher_confirms=True)
+            self._dlx = await publish_channel.get_exchange(self.names.dlx)
+            self._queue = topo["run_queue"]
+            await self._queue.consume(self._on_message)
+            self.consuming.set()
+            log.info("consumer_connected", queue=self.names.run_queue)
+            await lost.wait()
+            log.warning("consumer_connection_lost")
+        finally:
+            self.consuming.clear()
+            self._queue = None
+            self._dlx = None
+            await connection.close()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        assert self.deps is not None
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika's task for one delivery, which a dropped channel cancels: the work is
+        done by a task of this consumer's, so a claim is never cut off halfway."""
+        task = asyncio.create_task(self._take(message), name="take-message")
+        self._intake.add(task)
+        task.add_done_callback(self._intake.discard)
+        await asyncio.shield(task)
+
+    async def _take(self, message: AbstractIncomingMessage) -> None:
+        """Wait for a free slot, settle the message, start the run it claims (if any)."""
+        current = asyncio.current_task()
+        assert current is not None
+        self._waiting.add(current)
+        try:
+            await self.slots.acquire()
+        finally:
+            self._waiting.discard(current)
+        handed_over = False
+        try:
+            run = await self._settle(message)
+            if run is not None:
+                task = asyncio.create_task(self._run(run), name=f"run-{run.job_id}")
+                self.active[task] = run
+                task.add_done_callback(self._run_done)
+                handed_over = True
+        finally:
+            if not handed_over:
+                self.slots.release()
+
+    def _run_done(self, task: asyncio.Task[None]) -> None:
+        self.active.pop(task, None)
+        self.slots.release()
+
+    async def _settle(self, message: AbstractIncomingMessage) -> ClaimedRun | None:
+        """Ack, dead-letter or hand back one message; the claimed run, if any."""
         try:
             req = decode_request(message.body)
-            async with self.deps.pool.acquire() as conn:
-                outcome, run = await runs.claim(conn, req, self.settings.lease_seconds)
-            if outcome in (ClaimOutcome.UNKNOWN, ClaimOutcome.NOT_RUNNABLE):
-                what = f"job {req.job_id}" if req.job_id else f"feed {req.feed_id}"
-                if outcome is ClaimOutcome.UNKNOWN:
-                    raise DeadLetter(
-                        "UNKNOWN_JOB" if req.job_id else "UNKNOWN_FEED",
-                        f"No validation job for {what}",
-                    )
+            outcome, run = await self._claim(req)
+            what = f"job {req.job_id}" if req.job_id else f"feed {req.feed_id}"
+            if outcome is ClaimOutcome.UNKNOWN:
+                raise DeadLetter(
+                    "UNKNOWN_JOB" if req.job_id else "UNKNOWN_FEED",
+                    f"No validation job for {what}",
+                )
+            if outcome is ClaimOutcome.NOT_RUNNABLE:
                 raise DeadLetter("JOB_NOT_RUNNABLE", f"Only validation jobs can be run ({what})")
+            if outcome is ClaimOutcome.NOT_READY:
+                raise DeadLetter(
+                    "FEED_NOT_READY", f"The feed of {what} has no stored file (upload failed)"
+                )
         except DeadLetter as exc:
             await self._dead_letter(message, exc)
-            return
-        await message.ack()
+            return None
+        except Stopping:
+            await _settle_quietly(message.nack(requeue=True), message, "nack")
+            return None
+        except Exception as exc:
+            log.exception("message_handling_failed", message_id=message.message_id)
+            await self._dead_letter(
+                message,
+                DeadLetter("INTERNAL_ERROR", f"Handling failed: {type(exc).__name__}: {exc}"),
+            )
+            return None
+        await _settle_quietly(message.ack(), message, "ack")  # redelivered: a no-op then
         if run is None:
             log.info(
                 "run_request_ignored",
@@ -133,19 +212,72 @@ class Consumer:
                 feed_id=req.feed_id,
                 attempt=req.attempt,
                 reason=outcome.value,
+                message_id=message.message_id,
             )
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self.active[task] = run
-        try:
-            await self._run_with_heartbeat(run)
-        finally:
-            self.active.pop(task, None)
+        return run
 
-    async def _run_with_heartbeat(self, run: ClaimedRun) -> None:
+    async def _claim(self, req: RunRequest) -> tuple[ClaimOutcome, ClaimedRun | None]:
+        """Claim in PostgreSQL, waiting out an outage (the message stays unacked)."""
+        assert self.deps is not None
+        backoff = Backoff()
+        while True:
+            raise_if_cancelling()
+            if self.stopping.is_set():
+                raise Stopping()
+            try:
+                async with self.deps.pool.acquire() as conn:
+                    return await runs.claim(conn, req, self.settings.lease_seconds)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next()
+                log.warning(
+                    "claim_waiting_for_database", error=repr(exc)[:300], delay_s=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
+
+    async def _run(self, run: ClaimedRun) -> None:
+        """Run the ETL with a lease heartbeat; give the run back if a dependency cut it off."""
+        end = await self._run_with_heartbeat(run)
+        if end == "interrupted":
+            await self._release(run, "interrupted")
+
+    async def _run_with_heartbeat(self, run: ClaimedRun) -> etl.RunEnd | None:
         assert self.deps is not None
         work = asyncio.create_task(etl.execute(self.deps, run), name=f"etl-{run.job_id}")
+        try:
+            cancelled_for = await self._heartbeat(run, work)
+        except asyncio.CancelledError:  # shutdown: abandon the load (rolled back)
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        try:
+            end: etl.RunEnd | None = await work
+        except asyncio.CancelledError:  # cancelled by the heartbeat below
+            end = None
+        except Exception as exc:  # recording the outcome failed: PostgreSQL went away
+            if not is_transient(exc):
+                log.exception("run_crashed", job_id=run.job_id, attempt=run.attempt)
+                return None
+            end = "interrupted"
+        if work.cancelled() and cancelled_for == "cancel_requested":
+            await runs.finish(
+                self.deps.pool,
+                run,
+                "cancelled",
+                message="Cancelled",
+                error={
+                    "code": "CANCELLED",
+                    "message": "Cancelled while running; nothing was written",
+                },
+            )
+        return end
+
+    async def _heartbeat(self, run: ClaimedRun, work: asyncio.Task[etl.RunEnd]) -> str | None:
+        """Renew the lease until ``work`` ends; cancel it if the run is lost or a cancel was
+        asked (and it does not notice by itself). Returns why it was cancelled, if it was."""
+        assert self.deps is not None
         cancelled_for: str | None = None
         while not work.done():
             done, _ = await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS)
@@ -153,7 +285,7 @@ class Consumer:
                 break
             try:
                 state = await runs.renew_lease(self.deps.pool, run, self.settings.lease_seconds)
-            except (OSError, Exception) as exc:  # keep trying: the lease still has time
+            except Exception as exc:  # keep trying: the lease still has time
                 log.warning("lease_renewal_failed", job_id=run.job_id, error=repr(exc))
                 continue
             if state is None and cancelled_for is None:
@@ -168,22 +300,38 @@ class Consumer:
                     await asyncio.sleep(HEARTBEAT_SECONDS)
                     if not work.done():
                         work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
-        if work.cancelled() and cancelled_for == "cancel_requested":
-            await runs.finish(
-                self.deps.pool,
-                run,
-                "cancelled",
-                message="Cancelled",
-                error={
-                    "code": "CANCELLED",
-                    "message": "Cancelled while running; nothing was written",
-                },
+        return cancelled_for
+
+    async def _release(self, run: ClaimedRun, reason: runs.ReleaseReason) -> None:
+        """Re-queue a run this consumer cannot finish, as soon as PostgreSQL answers."""
+        assert self.deps is not None
+        backoff = Backoff()
+        while True:
+            raise_if_cancelling()
+            try:
+                outcome = await runs.release(
+                    self.deps.pool,
+                    run,
+                    reason,
+                    max_interruptions=self.settings.max_interruptions,
+                )
+            except Exception as exc:
+                if not is_transient(exc) or self.stopping.is_set():
+                    log.warning("run_release_failed", job_id=run.job_id, error=repr(exc))
+                    return  # the lease runs out and the sweeper re-queues it
+                await asyncio.sleep(backoff.next())
+                continue
+            log.warning(
+                "run_released",
+                job_id=run.job_id,
+                feed_id=run.feed_id,
+                attempt=run.attempt,
+                reason=reason,
+                outcome=outcome,
             )
+            return
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: DeadLetter) -> None:
-        assert self._dlx is not None
         headers: dict[str, Any] = dict(message.headers or {})
         headers.update(
             {
@@ -192,51 +340,76 @@ class Consumer:
                 "x-original-routing-key": message.routing_key or "",
             }
         )
-        await self._dlx.publish(
-            aio_pika.Message(
-                body=message.body,
-                headers=headers,
-                content_type=message.content_type,
-                message_id=message.message_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key="",
-        )
-        await message.ack()
+        dlx = self._dlx
+        try:
+            if dlx is None:
+                raise ConnectionError("no AMQP session")
+            await dlx.publish(
+                aio_pika.Message(
+                    body=message.body,
+                    headers=headers,
+                    content_type=message.content_type,
+                    message_id=message.message_id,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="",
+            )
+        except Exception as publish_error:
+            # Not acked: the broker redelivers it once the session is back.
+            log.warning(
+                "dead_letter_failed", message_id=message.message_id, error=repr(publish_error)
+            )
+            return
+        await _settle_quietly(message.ack(), message, "ack")
         log.warning(
             "message_dead_lettered",
             code=exc.code,
-            reason=exc.message,
+            reason=exc.message[:1000],
             message_id=message.message_id,
         )
 
     async def _sweep_forever(self) -> None:
-        assert self.deps is not None and self._queue is not None
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
-            try:
-                declared = await self._queue.channel.declare_queue(
-                    self.names.run_queue, passive=True
-                )
-                empty = (declared.declaration_result.message_count or 0) == 0
+        assert self.deps is not None
+        deps = self.deps
+
+        async def step() -> None:
+            while True:
+                raise_if_cancelling()
+                await asyncio.sleep(self.settings.sweep_interval_seconds)
                 counts = await sweeper.sweep(
-                    self.deps.pool,
+                    deps.pool,
                     max_attempts=self.settings.max_attempts,
                     requeue_after=self.settings.requeue_after_seconds,
-                    queue_is_empty=empty,
+                    queue_is_empty=await self._queue_is_empty(),
                 )
                 if any(counts.values()):
                     log.info("sweep_done", **counts)
-            except Exception as exc:  # the sweeper must outlive a passing outage
-                log.warning("sweep_failed", error=repr(exc))
+
+        await retry_forever("sweeper", step)
+
+    async def _queue_is_empty(self) -> bool:
+        """Whether the run queue is empty; False when it cannot be told (broker away)."""
+        queue = self._queue
+        if queue is None:
+            return False
+        try:
+            declared = await queue.channel.declare_queue(self.names.run_queue, passive=True)
+        except Exception as exc:
+            log.warning("queue_depth_unknown", error=repr(exc))
+            return False
+        return (declared.declaration_result.message_count or 0) == 0
 
     async def stop(self) -> None:
         """Stop consuming, let runs finish within the grace period, then abandon the rest
         (rolled back and re-queued at once), and close connections."""
         self.stopping.set()
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+        amqp = [t for t in self._background if t.get_name() == "amqp"]
+        for task in amqp:  # closing the session stops deliveries; unacked ones go back
+            task.cancel()
+        await asyncio.gather(*amqp, return_exceptions=True)
+        for task in self._waiting:  # messages that never got a slot: nothing was claimed
+            task.cancel()
+        await asyncio.gather(*self._intake, return_exceptions=True)
         if self.active:
             log.info(
                 "consumer_draining",
@@ -250,12 +423,8 @@ class Consumer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            assert self.deps is not None
             for run in abandoned:
-                released = await runs.release(self.deps.pool, run)
-                log.warning(
-                    "run_released", job_id=run.job_id, attempt=run.attempt, requeued=released
-                )
+                await self._release(run, "shutdown")
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -263,11 +432,26 @@ class Consumer:
         log.info("consumer_stopped")
 
 
+async def _settle_quietly(op: Any, message: AbstractIncomingMessage, what: str) -> None:
+    """Ack or nack; if the channel is gone the broker redelivers, which is harmless."""
+    try:
+        await op
+    except Exception as exc:
+        log.warning(
+            "message_settle_failed", op=what, message_id=message.message_id, error=repr(exc)
+        )
+
+
 async def serve(settings: Settings) -> None:
     consumer = Consumer(settings)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, consumer.stopping.set)
-    await consumer.start()
-    await consumer.stopping.wait()
-    await consumer.stop()
+    try:
+        await consumer.start()
+        await consumer.stopping.wait()
+    finally:
+        await consumer.stop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -94,8 +94,8 @@ async def _classify(conn: asyncpg.Connection, table: str, feed_id: str) -> str:
 async def _insert(conn: asyncpg.Connection, source: str, feed_id: str, job_id: str) -> int:
     """Insert the rows of ``source`` (aliased ``d``) as new products; returns how many."""
     status = await conn.execute(
-        f"INSERT INTO products ({_COLUMNS}, feed_id, first_seen_job)"
-        f" SELECT {_VALUES}, $1, $2 FROM {source}",
+        f"INSERT INTO products ({_COLUMNS}, feed_id, first_seen_job, last_changed_at)"
+        f" SELECT {_VALUES}, $1, $2, statement_timestamp() FROM {source}",
         feed_id,
         job_id,
     )
@@ -120,7 +120,7 @@ async def merge(
         f" quantity = coalesce(d.quantity, '0')::integer, category = d.category,"
         f" brand = d.brand, gtin = d.gtin, updated_at = d.updated_at::timestamptz,"
         f" active = coalesce(d.active, 'true')::boolean, row_hash = d.row_hash,"
-        f" last_changed_at = now(), deleted_at = NULL"
+        f" last_changed_at = statement_timestamp(), deleted_at = NULL"
         f" FROM {delta} d WHERE NOT d.is_new AND p.feed_id = $1 AND p.sku = d.sku",
         feed_id,
     )
@@ -128,7 +128,8 @@ async def merge(
     counts.inserted = await _insert(conn, f"{delta} d WHERE d.is_new", feed_id, job_id)
     if snapshot:
         status = await conn.execute(
-            f"UPDATE products p SET deleted_at = now(), last_changed_at = now()"
+            "UPDATE products p"
+            " SET deleted_at = statement_timestamp(), last_changed_at = statement_timestamp()"
             f" WHERE p.feed_id = $1 AND p.deleted_at IS NULL"
             f" AND NOT EXISTS (SELECT 1 FROM {table} s WHERE s.sku = p.sku)",
             feed_id,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from consumer import runs
+from consumer.runs import RunKey
 from service.contracts import EffectiveOptions
 from service.logs import get_logger
 from service.store import jobs as jobs_store
@@ -28,45 +30,42 @@ async def sweep(
             " FOR UPDATE SKIP LOCKED"
         )
         for job in expired:
-            await conn.execute(
-                "UPDATE job_runs SET status = 'failed', finished_at = now(), error = $3::json"
-                " WHERE job_id = $1 AND attempt = $2",
-                job["id"],
-                job["attempt"],
-                '{"code": "WORKER_LOST", "message": "The consumer stopped renewing its lease"}',
-            )
-            if job["attempt"] < max_attempts:
+            run = RunKey(job_id=job["id"], attempt=job["attempt"])
+            losses = job["losses"] + 1  # this run request's lost consumers, this one included
+            if losses < max_attempts:
+                await runs.record_run_failure(
+                    conn, run, "WORKER_LOST", "The consumer stopped renewing its lease"
+                )
                 options = msgspec.json.decode(job["options"], type=EffectiveOptions)
                 attempt = await jobs_store.queue_run(
-                    conn, job, options, requested_by="sweeper", request_id=None
+                    conn, job, options, requested_by="sweeper", request_id=None, spend="loss"
                 )
                 counts["requeued"] += 1
                 log.warning(
-                    "run_requeued", job_id=job["id"], attempt=attempt, reason="lease_expired"
+                    "run_requeued",
+                    job_id=run.job_id,
+                    attempt=attempt,
+                    reason="lease_expired",
+                    losses=losses,
                 )
             else:
                 message = (
-                    f"The consumer running attempt {job['attempt']} was lost, and"
-                    f" {max_attempts} attempts is the limit"
+                    f"{losses} consumers running this request were lost (the last ran attempt"
+                    f" {run.attempt}); {max_attempts} is the limit"
                 )
-                await conn.execute(
-                    "UPDATE jobs SET status = 'failed', finished_at = now(), lease_until = NULL,"
-                    " progress = NULL, retry_after = NULL, message = $2, error = $3::json"
-                    " WHERE id = $1",
-                    job["id"],
-                    message,
-                    msgspec.json.encode(
-                        {
-                            "code": "WORKER_LOST",
-                            "message": message,
-                            "details": {"attempts": job["attempt"]},
-                        }
-                    ).decode(),
+                await runs.finish(
+                    conn,
+                    run,
+                    "failed",
+                    message=message,
+                    error={
+                        "code": "WORKER_LOST",
+                        "message": message,
+                        "details": {"losses": losses, "attempt": run.attempt},
+                    },
                 )
                 counts["failed"] += 1
-                log.error(
-                    "run_failed", job_id=job["id"], code="WORKER_LOST", attempt=job["attempt"]
-                )
+                log.error("run_failed", job_id=run.job_id, code="WORKER_LOST", attempt=run.attempt)
         if queue_is_empty:
             # Queued runs with no message left in the queue: their request was lost.
             stale = await conn.fetch(

@@ -17,8 +17,10 @@ from service.db import ensure_database
 from service.errors import ConfigError
 from service.logs import configure_logging, get_logger
 from service.migrate import migrate
+from service.s3_access import normalise_prefix
 from service.settings import Settings, load_settings
 from service.store import keys as keys_store
+from service.store import s3_prefixes
 
 DEMO_KEY = "demo-secret-key"
 
@@ -46,6 +48,19 @@ async def _add_key(settings: Settings, tenant: str, key: str) -> bool:
     conn = await asyncpg.connect(settings.database_url)
     try:
         return await keys_store.add_key(conn, tenant, key)
+    finally:
+        await conn.close()
+
+
+async def _s3_prefix(settings: Settings, tenant: str, prefix: str, *, allow: bool) -> bool:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            tenant_id = await keys_store.ensure_tenant(conn, tenant)
+            if allow:
+                await s3_prefixes.allow(conn, tenant_id, prefix)
+                return True
+            return await s3_prefixes.revoke(conn, tenant_id, prefix)
     finally:
         await conn.close()
 
@@ -127,6 +142,13 @@ def main() -> None:
     key.add_argument("--tenant", required=True)
     key.add_argument("--key", help="use this key instead of a random one (tests, demos)")
     sub.add_parser("dev", help="make run: embedded S3, migrations, demo key, gateway + consumer")
+    for verb, text in (
+        ("allow-s3-prefix", "let a tenant register s3_uri objects under a prefix"),
+        ("revoke-s3-prefix", "take such a prefix back (its feeds then fail FILE_NOT_FOUND)"),
+    ):
+        cmd = sub.add_parser(verb, help=text)
+        cmd.add_argument("--tenant", required=True)
+        cmd.add_argument("prefix", help="s3://bucket/ or s3://bucket/some/path/")
     args = parser.parse_args()
     if args.command in (None, "gateway"):
         gateway_main()
@@ -144,6 +166,18 @@ def main() -> None:
         print(new)
     elif args.command == "dev":
         raise SystemExit(dev(settings))
+    elif args.command in ("allow-s3-prefix", "revoke-s3-prefix"):
+        try:
+            prefix = normalise_prefix(args.prefix)
+        except ValueError as exc:
+            print(f"feedjobs: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        asyncio.run(_migrate(settings))
+        allow = args.command == "allow-s3-prefix"
+        if not asyncio.run(_s3_prefix(settings, args.tenant, prefix, allow=allow)):
+            print(f"tenant {args.tenant} had no prefix {prefix}", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"{'allowed' if allow else 'revoked'}: tenant {args.tenant} {prefix}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ import asyncio
 from typing import Any
 
 import aio_pika
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-
-from service.logs import get_logger
-
-log = get_logger(__name__)
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 DELIVERY_LIMIT = 5
 
@@ -26,9 +21,6 @@ class Names:
         self.dlx = f"{prefix}jobs.dlx"
         self.dead_queue = f"{prefix}jobs.run.dead"
         self.events = f"{prefix}jobs.events"
-
-    def exchange(self, logical: str) -> str:
-        return f"{self.prefix}{logical}"
 
 
 async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, Any]:
@@ -52,17 +44,14 @@ async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, 
     return {"jobs": jobs, "dlx": dlx, "events": events, "run_queue": run_queue, "dead": dead}
 
 
-async def connect(url: str, *, retries: int | None = None) -> AbstractRobustConnection:
-    """A robust connection; with ``retries``, bounded and logged retries at start-up."""
-    delay = 0.5
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await aio_pika.connect_robust(url, timeout=10)
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            if retries is not None and attempt >= retries:
-                raise
-            log.warning("amqp_connect_retry", attempt=attempt, error=str(exc), delay_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+async def open_connection(url: str) -> tuple[AbstractConnection, asyncio.Event]:
+    """A plain (not self-healing) AMQP connection and an event set when it closes.
+
+    Reconnecting is the caller's loop (``service.retry.retry_forever``): one place decides
+    what to redo after a drop (topology, consumers, readiness), instead of aio-pika's robust
+    connection restoring channels behind the code's back.
+    """
+    connection = await aio_pika.connect(url, timeout=10)
+    lost = asyncio.Event()
+    connection.close_callbacks.add(lambda *_: lost.set())
+    return connection, lost

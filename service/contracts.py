@@ -16,6 +16,51 @@ ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 NonNegative = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# Ids and correlation ids as they may arrive from outside (AMQP): anything else (a NUL, a
+# megabyte of text) is refused at decoding, before it can reach PostgreSQL or a log line.
+JobIdText = Annotated[str, Meta(pattern=r"^J[SV][0-9]{5,18}$")]
+FeedIdText = Annotated[str, Meta(pattern=r"^FD[0-9]{5,18}$")]
+CorrelationId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
+
+# Why a job (``jobs.error``) or one run of it (``job_runs.error``) ended without success.
+JOB_ERROR_CODES: dict[str, str] = {
+    "MISSING_COLUMNS": "the header lacks a required column; nothing was loaded",
+    "INVALID_HEADER": "the header line cannot be read (bad bytes, NUL, unterminated quote)",
+    "DECOMPRESSION_LIMIT": "the gzip file inflates past MAX_INFLATED_BYTES or MAX_INFLATE_RATIO",
+    "TOO_MANY_REJECTED_ROWS": "more rejected rows than max_rejected_rows; nothing was written",
+    "EMPTY_SNAPSHOT": "a snapshot with no valid row, which would delete the whole feed",
+    "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
+    "FEED_NOT_READY": "the feed has no stored file (its first upload failed or is under way)",
+    "CANCELLED": "cancelled by a client; nothing was written",
+    "WORKER_LOST": "MAX_ATTEMPTS consumers running this run request stopped renewing its lease",
+    "INTERRUPTED": "a dependency (PostgreSQL, S3) interrupted this run request too often",
+    "PARSE_FAILED": "the parse worker process died before the end of the file",
+    "INTERNAL_ERROR": "a bug; the load was rolled back and the log has the traceback",
+    # Of one run in /runs only: the job itself went on.
+    "ABANDONED": "the consumer shut down mid-run; the run was rolled back and re-queued",
+    # Of submission (JS) jobs: the upload did not complete, so no file version was stored.
+    "UPLOAD_FAILED": "the upload broke off (client disconnect, storage error)",
+    "PAYLOAD_TOO_LARGE": "the upload exceeded MAX_UPLOAD_BYTES",
+    "REQUEST_TIMEOUT": "the client sent no body bytes for UPLOAD_READ_TIMEOUT_SECONDS",
+}
+JobErrorCode = Literal[
+    "MISSING_COLUMNS",
+    "INVALID_HEADER",
+    "DECOMPRESSION_LIMIT",
+    "TOO_MANY_REJECTED_ROWS",
+    "EMPTY_SNAPSHOT",
+    "FILE_NOT_FOUND",
+    "FEED_NOT_READY",
+    "CANCELLED",
+    "WORKER_LOST",
+    "INTERRUPTED",
+    "PARSE_FAILED",
+    "INTERNAL_ERROR",
+    "ABANDONED",
+    "UPLOAD_FAILED",
+    "PAYLOAD_TOO_LARGE",
+    "REQUEST_TIMEOUT",
+]
 
 
 class ErrorBody(Struct, omit_defaults=False):
@@ -51,11 +96,11 @@ class RunRequest(Struct, kw_only=True):
     duplicate delivery can never start a second run.
     """
 
-    job_id: str | None = None
-    feed_id: str | None = None
+    job_id: JobIdText | None = None
+    feed_id: FeedIdText | None = None
     options: RunOptions | None = None
-    request_id: str | None = None
-    attempt: int | None = None
+    request_id: CorrelationId | None = None
+    attempt: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
 
 
 class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,9 +117,13 @@ class FeedCreated(Struct):
     validation_job_id: str
 
 
+FeedStatus = Literal["receiving", "ready", "upload_failed"]
+
+
 class FeedView(Struct):
     feed_id: str
     name: str
+    status: FeedStatus
     s3_uri: str
     mode: str
     delimiter: str
@@ -176,7 +225,7 @@ class SubmissionResult(Struct):
 
 
 class JobError(Struct):
-    code: str
+    code: JobErrorCode
     message: str
     details: dict[str, Any] = {}
 

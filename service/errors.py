@@ -90,6 +90,20 @@ class MethodNotAllowed(ServiceError):
     error_code = "METHOD_NOT_ALLOWED"
 
 
+class RequestTimeout(ServiceError):
+    """The request body stopped arriving"""
+
+    status = 408
+    error_code = "REQUEST_TIMEOUT"
+
+
+class FeedNotReady(ServiceError):
+    """The feed has no stored file yet"""
+
+    status = 409
+    error_code = "FEED_NOT_READY"
+
+
 class JobAlreadyActive(ServiceError):
     """Job is already queued or running"""
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from service.jobcache import JobCache
 from service.logs import get_logger
+from service.retry import retry_forever
 
 log = get_logger(__name__)
 
@@ -23,15 +24,17 @@ class JobWatcher:
         self.url = url
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._callbacks: dict[str, list[Callable[[], None]]] = {"job_changed": []}
-        self._conn: asyncpg.Connection | None = None
         self.connected = asyncio.Event()
         self.cache = JobCache()  # job rows, dropped on their job_changed notification
+        self.closing = False  # shutting down: long polls answer at once
 
     def on(self, channel: str, callback: Callable[[], None]) -> None:
         self._callbacks.setdefault(channel, []).append(callback)
 
     async def wait(self, job_id: str, timeout: float) -> bool:
-        """Wait until ``job_id`` changes; False on timeout."""
+        """Wait until ``job_id`` changes; False on timeout (or at once while closing)."""
+        if self.closing:
+            return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(job_id, set())
         waiters.add(fut)
@@ -54,6 +57,11 @@ class JobWatcher:
             if not fut.done():
                 fut.set_result(None)
 
+    def close(self) -> None:
+        """Shutdown: answer every long poll now (with the job as it is), hold no new one."""
+        self.closing = True
+        self._wake_all()
+
     def _wake_all(self) -> None:
         for job_id in list(self._waiters):
             self._wake(job_id)
@@ -67,36 +75,27 @@ class JobWatcher:
 
     async def run(self) -> None:
         """Keep a listening connection; on loss, wake everyone (they re-read) and reconnect."""
-        delay = 0.5
-        while True:
-            try:
-                conn = await asyncpg.connect(self.url)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("listener_connect_failed", error=str(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.5
-            self._conn = conn
-            try:
-                for channel in self._callbacks:
-                    await conn.add_listener(channel, self._notified)
-                self.cache.reset(enabled=True)
-                self.connected.set()
-                log.info("listener_connected", channels=sorted(self._callbacks))
-                # Anything that happened while we were away is picked up by a re-read.
-                self._wake_all()
-                for callback in [c for cbs in self._callbacks.values() for c in cbs]:
-                    callback()
-                while not conn.is_closed():
-                    await asyncio.sleep(1.0)
-                log.warning("listener_connection_lost")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("listener_connection_lost", error=str(exc))
-            finally:
-                self.connected.clear()
-                self.cache.reset(enabled=False)  # notifications may be missed meanwhile
-                self._conn = None
-                if not conn.is_closed():
-                    await conn.close()
+        await retry_forever("listener", self._session)
+
+    async def _session(self) -> None:
+        conn = await asyncpg.connect(self.url, timeout=10)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            for channel in self._callbacks:
+                await conn.add_listener(channel, self._notified)
+            self.cache.reset(enabled=True)
+            self.connected.set()
+            log.info("listener_connected", channels=sorted(self._callbacks))
+            # Anything that happened while we were away is picked up by a re-read.
             self._wake_all()
+            for callback in [c for cbs in self._callbacks.values() for c in cbs]:
+                callback()
+            await lost.wait()
+            log.warning("listener_connection_lost")
+        finally:
+            self.connected.clear()
+            self.cache.reset(enabled=False)  # notifications may be missed meanwhile
+            self._wake_all()
+            if not conn.is_closed():
+                conn.terminate()

@@ -3,6 +3,10 @@
 Rows are written in the same transaction as the change they announce (a queued run, a status
 change), so nothing is announced that did not happen and nothing that happened goes
 unannounced. One relay publishes at a time (advisory lock), which keeps the order of rows.
+
+Faults: a broker that goes away ends the AMQP session, which :func:`retry_forever` opens
+again with backoff; a database that goes away only pauses relaying (the AMQP connection
+stays open, so nothing reconnects in a loop while PostgreSQL is down).
 """
 
 from __future__ import annotations
@@ -12,18 +16,22 @@ import time
 from typing import Any
 
 import aio_pika
-import aiormq
 import asyncpg
 import msgspec
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractConnection, AbstractExchange
 
-from service.bus import Names, declare_topology
+from service.bus import Names, declare_topology, open_connection
 from service.logs import get_logger
+from service.retry import Backoff, is_transient, raise_if_cancelling, retry_forever, wait_any
 
 log = get_logger(__name__)
 
 RELAY_LOCK = 0x6F75_7462_6F78  # "outbox"
 BATCH = 200
+
+
+class BrokerLost(Exception):
+    """The AMQP connection closed under the relay."""
 
 
 class OutboxRelay:
@@ -36,47 +44,53 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._exchanges: dict[str, AbstractExchange] = {}
-        self.connected = False
-        self.published = 0
+        self._connection: AbstractConnection | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up right now (``/readyz``)."""
+        conn = self._connection
+        return conn is not None and conn.connected.is_set()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        """Forever: connect (with backoff while the broker is away), then relay."""
-        delay = 0.5
-        while True:
-            try:
-                connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
-            except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
-                log.warning("outbox_relay_waiting_for_broker", error=str(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.5
-            try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                ex = await declare_topology(channel, self.names)
-                self._exchanges = {"jobs": ex["jobs"], "jobs.events": ex["events"]}
-                self.connected = True
-                log.info("outbox_relay_connected")
-                await self._relay_forever()
-            except (
-                OSError,
-                aiormq.exceptions.AMQPError,
-                aio_pika.exceptions.AMQPException,
-                asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError,
-            ) as exc:
-                log.warning("outbox_relay_interrupted", error=str(exc))
-                await asyncio.sleep(delay)
-            finally:
-                self.connected = False
-                await connection.close()
+        """Forever: an AMQP session, reopened with backoff whenever it ends."""
+        await retry_forever("outbox_relay", self._session)
 
-    async def _relay_forever(self) -> None:
+    async def _session(self) -> None:
+        connection, lost = await open_connection(self.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            ex = await declare_topology(channel, self.names)
+            self._exchanges = {"jobs": ex["jobs"], "jobs.events": ex["events"]}
+            self._connection = connection
+            log.info("outbox_relay_connected")
+            await self._relay_until(lost)
+        finally:
+            self._connection = None
+            await connection.close()
+
+    async def _relay_until(self, lost: asyncio.Event) -> None:
+        db_backoff = Backoff()
         while True:
-            sent = await self.relay_once()
+            raise_if_cancelling()
+            if lost.is_set():
+                raise BrokerLost("the broker connection closed")
+            try:
+                sent = await self.relay_once()
+            except Exception as exc:
+                if lost.is_set():
+                    raise BrokerLost("the broker connection closed") from exc
+                if not is_transient(exc):
+                    raise
+                # PostgreSQL is away: wait for it on the same AMQP session.
+                delay = db_backoff.next()
+                log.warning("outbox_relay_db_unavailable", error=repr(exc), delay_s=round(delay, 2))
+                await wait_any(lost, timeout=delay)
+                continue
+            db_backoff.reset()
             if sent == BATCH:
                 continue
             if sent is None:
@@ -84,10 +98,7 @@ class OutboxRelay:
                 await asyncio.sleep(0.05)
                 continue
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
+            await wait_any(self._wake, lost, timeout=self.poll_seconds)
 
     async def relay_once(self) -> int | None:
         """Publish one batch of unsent rows; how many were sent (None: another relay is busy)."""
@@ -108,7 +119,6 @@ class OutboxRelay:
                 "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
                 [r["id"] for r in rows],
             )
-        self.published += len(rows)
         log.debug(
             "outbox_relayed",
             count=len(rows),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -135,3 +136,25 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):  #
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+
+
+def _dump_tasks(_sig: int, _frame: object) -> None:
+    """``kill -USR1 <pytest pid>`` prints every pending asyncio task's stack to stderr: a
+    hung test says where it hangs."""
+    import gc
+    import sys
+
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Task) and not obj.done():
+            print(f"--- {obj!r}", file=sys.__stderr__)
+            coro = obj.get_coro()
+            while coro is not None:  # the whole chain of awaits, innermost last
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None:
+                    print(f"    {frame.f_code.co_filename}:{frame.f_lineno}", file=sys.__stderr__)
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)

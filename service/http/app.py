@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service.bus import Names
 from service.db import create_pool, ensure_database
-from service.http import keys, routes_feeds, routes_jobs, routes_ops
+from service.http import keys, protocol, routes_feeds, routes_jobs, routes_ops
 from service.http.auth import KeyCache
 from service.http.metrics import METRICS, Metrics
 from service.http.middleware import authenticate, request_context
@@ -84,10 +84,19 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in app[BACKGROUND]:
         task.cancel()
-    await asyncio.gather(*app[BACKGROUND], return_exceptions=True)
+    tasks: list[asyncio.Task[None]] = app[BACKGROUND]
+    stuck = (await asyncio.wait(tasks, timeout=5))[1] if tasks else set()
+    if stuck:  # never hold a shutdown for a task that ignores its cancellation
+        log.error("background_task_stuck", tasks=sorted(t.get_name() for t in stuck))
+
+
+async def _answer_long_polls(app: web.Application) -> None:
+    # A deploy must not wait SHUTDOWN_GRACE_SECONDS for polls that would only time out.
+    app[keys.WATCHER].close()
 
 
 def create_app(settings: Settings) -> web.Application:
+    protocol.install()
     app = web.Application(
         middlewares=[request_context, authenticate], client_max_size=settings.max_json_body_bytes
     )
@@ -95,10 +104,14 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.WATCHER] = JobWatcher(settings.database_url)
     app[keys.KEYS] = KeyCache()
     app[keys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[keys.BAD_KEY_LIMITER] = RateLimiter(
+        settings.bad_key_rate_per_second, settings.bad_key_burst
+    )
     app[keys.HEALTH] = {}
     app[METRICS] = Metrics()
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_postgres, _s3, _background])
+    app.on_shutdown.append(_answer_long_polls)
     app.add_routes(routes_ops.routes)
     app.add_routes(routes_feeds.routes)
     app.add_routes(routes_jobs.routes)

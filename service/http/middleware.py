@@ -6,7 +6,7 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 import asyncpg
 import structlog
@@ -19,10 +19,12 @@ from service.errors import (
     RateLimited,
     RouteNotFound,
     ServiceError,
+    Unauthorized,
     Unavailable,
 )
 from service.http import keys
 from service.http.metrics import METRICS
+from service.http.ratelimit import RateLimiter
 from service.logs import get_logger
 from service.store.keys import Principal
 
@@ -51,6 +53,8 @@ def error_response(exc: ServiceError, request_id: str) -> web.Response:
     )
     for name, value in exc.headers.items():
         resp.headers[name] = value
+    if exc.status in (408, 413):
+        resp.force_close()  # the rest of the body was not read: this connection is done
     return resp
 
 
@@ -138,17 +142,33 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if not any(path == p or path.startswith(p + "/") for p in PROTECTED):
         return await handler(request)
     app = request.app
-    p = await app[keys.KEYS].authenticate(app[keys.POOL], request.headers.get("x-api-key"))
+    try:
+        p = await app[keys.KEYS].authenticate(app[keys.POOL], request.headers.get("x-api-key"))
+    except Unauthorized:
+        # Failed keys are throttled per client address: guessing keys costs time too.
+        _take(app[keys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
+        raise
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
-    limiter = app[keys.LIMITER]
-    allowed, remaining, wait = limiter.take(p.key_id)
+    headers = _take(app[keys.LIMITER], p.key_id, "requests")
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
+
+
+def _take(limiter: RateLimiter, key: Hashable, what: str) -> dict[str, str]:
+    """One token from ``key``'s bucket: the RateLimit-* headers, or 429 when it is empty."""
+    allowed, remaining, wait = limiter.take(key)
+    headers = limiter.headers(remaining, wait)
     if not allowed:
-        headers = limiter.headers(remaining, wait)
         headers["Retry-After"] = headers["RateLimit-Reset"] if wait >= 1 else "1"
         raise RateLimited(
-            f"Rate limit of {limiter.rate:g} requests per second (burst {limiter.burst}) exceeded",
+            f"Rate limit of {limiter.rate:g} {what} per second (burst {limiter.burst}) exceeded",
             detail="Too many requests",
             headers=headers,
         )
-    return await handler(request)
+    return headers

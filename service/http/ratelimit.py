@@ -1,20 +1,29 @@
-"""Token-bucket rate limiting per API key (per process: each gateway replica counts its own)."""
+"""Token-bucket rate limiting (per process: each gateway replica counts its own).
+
+Two limiters use it: one per API key, and one per client address for failed API keys (so a
+key-guessing client is slowed down too).
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Hashable
+
+MAX_BUCKETS = 100_000  # bounded memory whatever the number of clients; a reset only forgives
 
 
 class RateLimiter:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._buckets: dict[Hashable, tuple[float, float]] = {}
 
-    def take(self, key: int, now: float | None = None) -> tuple[bool, int, float]:
+    def take(self, key: Hashable, now: float | None = None) -> tuple[bool, int, float]:
         """Take one token; returns (allowed, tokens left, seconds until one is back)."""
         now = time.monotonic() if now is None else now
+        if len(self._buckets) >= MAX_BUCKETS and key not in self._buckets:
+            self._buckets.clear()
         tokens, last = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if tokens >= 1.0:

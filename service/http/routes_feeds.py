@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from service import ids
 from service.contracts import FeedCreated, FeedView, RegisterFeed, SubmissionResult, encode
-from service.errors import FeedNotFound, InvalidRequest, ServiceError, UnsupportedMediaType
+from service.errors import (
+    FeedNotFound,
+    InvalidRequest,
+    RequestTimeout,
+    ServiceError,
+    UnsupportedMediaType,
+)
 from service.http import keys
 from service.http.bodies import json_response, query_int, read_json
 from service.http.middleware import principal
 from service.logs import get_logger
 from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
+from service.s3_access import may_read, upload_uri
 from service.store import feeds as feeds_store
+from service.store import s3_prefixes
 
 log = get_logger(__name__)
 routes = web.RouteTableDef()
@@ -57,18 +67,38 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
     return {"mode": mode, "delimiter": delimiter, "name": name, "max_rejected_rows": max_rejected}
 
 
-def _upload_key(tenant: str, feed_id: str, js_id: str) -> str:
-    return f"uploads/{tenant}/{feed_id}/{js_id}.csv"
+async def _body(request: web.Request, timeout: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that sends nothing for ``timeout`` seconds
+    gets 408 instead of holding a connection and an S3 multipart upload forever."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"No body bytes arrived for {timeout:g} seconds; the upload was abandoned",
+                details={"timeout_s": timeout},
+            ) from None
+        if not chunk:
+            if not request.content.is_eof():
+                continue
+            return
+        yield chunk
 
 
 async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -> None:
-    """Stream the body to S3 and record the outcome in the JS job (and the feed, on success)."""
+    """Stream the body to S3 and record the outcome in the JS job and the feed: the feed's
+    file becomes this version on success; a first upload that fails leaves the feed
+    ``upload_failed`` (not runnable), a later one leaves the previous version in place."""
     app = request.app
     pool = app[keys.POOL]
     settings = app[keys.SETTINGS]
     try:
         stored = await upload_stream(
-            app[keys.S3], uri, request.content.iter_any(), limit=settings.max_upload_bytes
+            app[keys.S3],
+            uri,
+            _body(request, settings.upload_read_timeout_seconds),
+            limit=settings.max_upload_bytes,
         )
     except BaseException as exc:
         if isinstance(exc, ServiceError):
@@ -76,19 +106,21 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
             exc.details.update({"feed_id": feed_id, "submission_job_id": js_id})
         else:
             code, message = "UPLOAD_FAILED", f"The upload broke off: {type(exc).__name__}"
-        await feeds_store.finish_submission(
-            pool,
-            js_id,
-            result=None,
-            message=message,
-            error=encode({"code": code, "message": message, "details": {}}).decode(),
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            await feeds_store.finish_submission(
+                conn,
+                js_id,
+                result=None,
+                message=message,
+                error=encode({"code": code, "message": message, "details": {}}).decode(),
+            )
+            await feeds_store.upload_failed(conn, feed_id)
         app[keys.WATCHER].cache.invalidate(js_id)
         log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
         raise
     result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
     async with pool.acquire() as conn, conn.transaction():
-        await feeds_store.set_uri(conn, feed_id, str(uri), js_id)
+        await feeds_store.set_file(conn, feed_id, str(uri), js_id)
         await feeds_store.finish_submission(
             conn,
             js_id,
@@ -130,8 +162,7 @@ async def create_feed(request: web.Request) -> web.Response:
             max_rejected_rows=opts["max_rejected_rows"],
             submission_status="running",
         )
-        uri = S3Uri(bucket, _upload_key(p.tenant, feed_id, js_id))
-        await feeds_store.set_uri(conn, feed_id, str(uri), js_id)
+    uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
     log.info("feed_created", feed_id=feed_id, source="upload")
     await _receive(request, feed_id, js_id, uri)
     return json_response(
@@ -144,15 +175,20 @@ async def _register(request: web.Request) -> web.Response:
     body = await read_json(request, RegisterFeed, limit=settings.max_json_body_bytes)
     assert body is not None
     uri = parse_s3_uri(body.s3_uri)
-    info = await head(request.app[keys.S3], uri)
+    p = principal(request)
+    pool = request.app[keys.POOL]
+    allowed = may_read(
+        uri, p.tenant_id, settings.s3_bucket, await s3_prefixes.allowed(pool, p.tenant_id)
+    )
+    # Not allowed answers exactly as not found: existence is not leaked.
+    info = await head(request.app[keys.S3], uri) if allowed else None
     if info is None:
         raise InvalidRequest(
             f"Object {uri} does not exist or is not readable",
             details={"field": "s3_uri", "s3_uri": str(uri)},
         )
-    p = principal(request)
     result = {"bytes": info.size, "sha256": None, "s3_uri": str(uri), "etag": info.etag}
-    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
             conn,
             tenant_id=p.tenant_id,
@@ -192,7 +228,7 @@ async def replace_file(request: web.Request) -> web.Response:
                 details={"feed_id": feed_id},
             )
         js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
-    uri = S3Uri(request.app[keys.SETTINGS].s3_bucket, _upload_key(p.tenant, feed_id, js_id))
+    uri = upload_uri(request.app[keys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
     await _receive(request, feed_id, js_id, uri)
     return json_response(
         FeedCreated(feed_id, js_id, feed["validation_job_id"]),

@@ -25,6 +25,7 @@ from service.contracts import (
     encode,
 )
 from service.errors import (
+    FeedNotReady,
     IdempotencyKeyReused,
     InvalidRequest,
     JobAlreadyActive,
@@ -84,7 +85,7 @@ async def _wait_for_change(
     deadline = time.monotonic() + seconds
     while not is_terminal(row) and (until_terminal or etag_of(row) == known_etag):
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or watcher.closing:
             break
         if not watcher.connected.is_set():
             # No notifications to wait for: fall back to a slow re-read.
@@ -212,6 +213,13 @@ async def run_job(request: web.Request) -> web.Response:
             )
         feed = await feeds_store.get_feed_row(conn, job["feed_id"])
         assert feed is not None
+        if feed["status"] != "ready":
+            raise FeedNotReady(
+                f"Feed {feed['id']} has no stored file (its upload"
+                f" {'failed' if feed['status'] == 'upload_failed' else 'is under way'});"
+                " upload one with PUT /feeds/{feed_id}/file",
+                details={"feed_id": feed["id"], "feed_status": feed["status"]},
+            )
         attempt = await jobs_store.queue_run(
             conn,
             job,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from service import ids
 
 FEED_VIEW_SQL = """
-SELECT f.id AS feed_id, f.name, f.s3_uri, f.mode, f.delimiter, rfc3339(f.created_at) AS created_at,
+SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
+       rfc3339(f.created_at) AS created_at,
        f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
        rfc3339(f.last_loaded_at) AS last_loaded_at,
        (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
@@ -46,8 +45,9 @@ async def create_feed(
     jv_id = ids.make_id(ids.VALIDATION, n)
     await conn.execute(
         "INSERT INTO feeds (id, tenant_id, name, s3_uri, source, mode, delimiter,"
-        " max_rejected_rows, validation_job_id, submission_job_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " max_rejected_rows, validation_job_id, submission_job_id, status)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        "  CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END)",
         feed_id,
         tenant_id,
         name or feed_id,
@@ -125,12 +125,21 @@ async def get_feed_row(
     return await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id)
 
 
-async def set_uri(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:
+async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:
+    """A file version is stored: the feed reads it from now on, and can be run."""
     await conn.execute(
-        "UPDATE feeds SET s3_uri = $2, submission_job_id = $3 WHERE id = $1",
+        "UPDATE feeds SET s3_uri = $2, submission_job_id = $3, status = 'ready' WHERE id = $1",
         feed_id,
         s3_uri,
         js_id,
+    )
+
+
+async def upload_failed(conn: asyncpg.Connection, feed_id: str) -> None:
+    """An upload broke off: a feed that never had a file becomes ``upload_failed``; one that
+    had keeps its previous version."""
+    await conn.execute(
+        "UPDATE feeds SET status = 'upload_failed' WHERE id = $1 AND status <> 'ready'", feed_id
     )
 
 
@@ -144,14 +153,10 @@ async def finish_submission(
 ) -> None:
     await conn.execute(
         "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
-        " result = $2::json, error = $3::json, message = $4, finished_at = now()"
+        " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
         " WHERE id = $1",
         js_id,
         result,
         error,
         message,
     )
-
-
-def feed_dict(row: asyncpg.Record) -> dict[str, Any]:
-    return dict(row)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from service.contracts import EffectiveOptions, RunOptions, RunRequest, encode
+
+# What queueing a run costs the run request's retry budget (see queue_run).
+Spend = Literal["new_request", "loss", "interruption", "nothing"]
 
 JOB_COLUMNS = """
     j.id AS job_id, j.feed_id, j.job_type, j.status, rfc3339(j.created_at) AS created_at,
@@ -110,23 +113,31 @@ async def queue_run(
     *,
     requested_by: str,
     request_id: str | None,
-    attempt: int | None = None,
+    spend: Spend = "new_request",
     publish: bool = True,
 ) -> int:
     """Queue a new run of a (locked) validation job, with its run request in the outbox.
 
+    ``spend`` says what the new attempt costs the run request's retry budget: a new request
+    starts a fresh budget; a lost consumer spends one of MAX_ATTEMPTS; an interruption by a
+    dependency counts apart (MAX_INTERRUPTIONS); a shutdown re-queue costs nothing.
     Must be called inside a transaction that holds the job's row lock. Returns the attempt.
     """
-    attempt = job["attempt"] + 1 if attempt is None else attempt
+    attempt: int = job["attempt"] + 1
     opts_json = encode(options).decode()
     await conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = $2, options = $3::json, queued_at = now(),"
         " published_at = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,"
         " progress = NULL, retry_after = 2, lease_until = NULL, cancel_requested = false,"
-        " message = 'Queued' WHERE id = $1",
+        " message = 'Queued',"
+        " losses = CASE $4 WHEN 'new_request' THEN 0 WHEN 'loss' THEN losses + 1 ELSE losses END,"
+        " interruptions = CASE $4 WHEN 'new_request' THEN 0"
+        "   WHEN 'interruption' THEN interruptions + 1 ELSE interruptions END"
+        " WHERE id = $1",
         job["id"],
         attempt,
         opts_json,
+        spend,
     )
     await conn.execute(
         "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"

@@ -3,29 +3,93 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
+import aio_pika
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 
 from consumer.service import Consumer
+from service.bus import Names, declare_topology
 from service.http.app import create_app
 from service.settings import Settings
 from service.store import keys as keys_store
+from service.store import s3_prefixes
 
 ACME_KEY = "acme-test-key"
 GLOBEX_KEY = "globex-test-key"
 
 
-@pytest.fixture
-async def client(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[TestClient]:
+@contextlib.asynccontextmanager
+async def gateway(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    """The gateway app (with its relay and listener) under aiohttp's test client."""
     async with db.acquire() as conn:
         await keys_store.add_key(conn, "acme", ACME_KEY)
         await keys_store.add_key(conn, "globex", GLOBEX_KEY)
     app = create_app(settings)
     async with TestClient(TestServer(app)) as c:
         yield c
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(settings: Settings) -> AsyncIterator[Consumer]:
+    c = Consumer(settings)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+def consumer_process(
+    settings: Settings, *, new_session: bool = False, module: str = "consumer", **extra: str
+) -> subprocess.Popen[bytes]:
+    """``python -m consumer`` (or ``service``: the gateway) as its own process, configured
+    like ``settings``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "AMQP_URL": settings.amqp_url,
+        "AMQP_PREFIX": settings.amqp_prefix,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "S3_BUCKET": settings.s3_bucket,
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=new_session,
+    )
+
+
+@pytest.fixture
+async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """An AMQP channel on the test's topology, to publish as an upstream service would."""
+    conn = await aio_pika.connect(settings.amqp_url)
+    ch = await conn.channel()
+    await declare_topology(ch, Names(settings.amqp_prefix))
+    yield ch
+    await conn.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    async with gateway(settings, db) as c:
+        yield c
+
+
+async def allow_prefix(db: asyncpg.Pool, tenant: str, prefix: str) -> None:
+    """What ``python -m service allow-s3-prefix`` does."""
+    async with db.acquire() as conn:
+        await s3_prefixes.allow(conn, await keys_store.ensure_tenant(conn, tenant), prefix)
 
 
 @pytest.fixture
@@ -41,10 +105,8 @@ def globex() -> dict[str, str]:
 @pytest.fixture
 async def consumer(settings: Settings, client: TestClient) -> AsyncIterator[Consumer]:
     """A real consumer (AMQP, S3, PostgreSQL, parse worker processes) in this event loop."""
-    c = Consumer(settings)
-    await c.start()
-    yield c
-    await c.stop()
+    async with running_consumer(settings) as c:
+        yield c
 
 
 async def run_and_wait(

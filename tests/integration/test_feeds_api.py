@@ -12,6 +12,7 @@ import psutil
 
 from service.http import keys
 from service.s3 import s3_client
+from tests.integration.conftest import allow_prefix
 
 CSV = b"sku,name,price,currency\nA-1,Widget,1.50,USD\n"
 
@@ -93,11 +94,15 @@ async def test_upload_over_the_limit_is_413_and_the_submission_failed(client, ac
     assert job["status"] == "failed" and job["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
-async def test_register_existing_object(client, acme, settings):
+async def test_register_existing_object(client, acme, settings, db):
     async with s3_client(settings) as s3:
         await s3.put_object(Bucket=settings.s3_bucket, Key="upstream/products.csv", Body=CSV)
     uri = f"s3://{settings.s3_bucket}/upstream/products.csv"
-    resp = await client.post("/feeds", json={"s3_uri": uri, "delimiter": ";"}, headers=acme)
+    body = {"s3_uri": uri, "delimiter": ";"}
+    # Only where the operator allowed this tenant (service/s3_access.py).
+    assert (await client.post("/feeds", json=body, headers=acme)).status == 400
+    await allow_prefix(db, "acme", f"s3://{settings.s3_bucket}/upstream/")
+    resp = await client.post("/feeds", json=body, headers=acme)
     assert resp.status == 201, await resp.text()
     ids = await resp.json()
     feed = await (await client.get(f"/feeds/{ids['feed_id']}", headers=acme)).json()
@@ -160,9 +165,10 @@ async def test_put_file_makes_a_new_submission_for_the_same_validation_job(clien
     assert feed["s3_uri"] == js["result"]["s3_uri"]
 
 
-async def test_put_file_on_registered_or_unknown_feed(client, acme, settings):
+async def test_put_file_on_registered_or_unknown_feed(client, acme, settings, db):
     async with s3_client(settings) as s3:
         await s3.put_object(Bucket=settings.s3_bucket, Key="u.csv", Body=CSV)
+    await allow_prefix(db, "acme", f"s3://{settings.s3_bucket}/")
     reg = await (
         await client.post(
             "/feeds", json={"s3_uri": f"s3://{settings.s3_bucket}/u.csv"}, headers=acme

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import aio_pika
 import pytest
 
-from service.bus import Names, declare_topology
+from service.bus import Names
 from service.outbox import OutboxRelay
 from tests.conftest import wait_for
-from tests.integration.conftest import run_and_wait, upload_feed
+from tests.integration.conftest import consumer_process, run_and_wait, upload_feed
 from tests.integration.feeds import generate
 
 FEED = b"sku,name,price,currency\nA-1,Widget,1.50,USD\nA-2,Gadget,2.50,EUR\n"
-
-
-@pytest.fixture
-async def channel(settings):
-    conn = await aio_pika.connect(settings.amqp_url)
-    ch = await conn.channel()
-    await declare_topology(ch, Names(settings.amqp_prefix))
-    yield ch
-    await conn.close()
 
 
 async def publish(channel, settings, body: bytes) -> None:
@@ -177,20 +165,6 @@ async def test_run_is_accepted_while_broker_is_down_and_sent_later(client, acme,
         live_task.cancel()
 
 
-def _consumer_process(settings, **extra: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "AMQP_URL": settings.amqp_url,
-        "AMQP_PREFIX": settings.amqp_prefix,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "S3_BUCKET": settings.s3_bucket,
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
-    return subprocess.Popen([sys.executable, "-m", "consumer"], env=env, stdout=subprocess.DEVNULL)
-
-
 async def test_consumer_killed_mid_load_leaves_products_and_run_recovers(
     client, acme, db, settings, tmp_path
 ):
@@ -198,7 +172,7 @@ async def test_consumer_killed_mid_load_leaves_products_and_run_recovers(
     ids = await upload_feed(client, acme, small)
     jv = ids["validation_job_id"]
     quick = {"LEASE_SECONDS": "3", "SWEEP_INTERVAL_SECONDS": "1"}
-    proc = _consumer_process(settings, **quick)
+    proc = consumer_process(settings, **quick)
     try:
         first = await run_and_wait(client, acme, jv)
         assert first["result"]["inserted"] == 500
@@ -210,7 +184,7 @@ async def test_consumer_killed_mid_load_leaves_products_and_run_recovers(
     await client.put(
         f"/feeds/{ids['feed_id']}/file", data=big, headers={**acme, "Content-Type": "text/csv"}
     )
-    victim = _consumer_process(settings, **quick)
+    victim = consumer_process(settings, **quick)
     try:
         await client.post(f"/jobs/{jv}/run", headers=acme)
 
@@ -226,7 +200,7 @@ async def test_consumer_killed_mid_load_leaves_products_and_run_recovers(
             victim.kill()
     assert await db.fetch("SELECT sku, row_hash FROM products ORDER BY sku") == before
     assert await db.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stage_%'") == 0
-    rescuer = _consumer_process(settings, **quick)
+    rescuer = consumer_process(settings, **quick)
     try:
 
         async def completed():
@@ -275,7 +249,7 @@ async def test_sigterm_releases_the_run_for_another_consumer(client, acme, db, s
     big, _ = generate(tmp_path, 150_000, "--seed", "6")
     ids = await upload_feed(client, acme, big)
     jv = ids["validation_job_id"]
-    first = _consumer_process(settings, SHUTDOWN_GRACE_SECONDS="0")
+    first = consumer_process(settings, SHUTDOWN_GRACE_SECONDS="0")
     try:
         await client.post(f"/jobs/{jv}/run", headers=acme)
 
@@ -292,7 +266,7 @@ async def test_sigterm_releases_the_run_for_another_consumer(client, acme, db, s
     j = await job(client, acme, jv)
     assert j["status"] == "queued" and j["attempt"] == 2  # released at once, not left to a lease
     assert await db.fetchval("SELECT count(*) FROM products") == 0
-    second = _consumer_process(settings)
+    second = consumer_process(settings)
     try:
 
         async def completed():

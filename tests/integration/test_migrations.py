@@ -20,6 +20,7 @@ TABLES = {
     "jobs",
     "job_runs",
     "job_errors",
+    "tenant_s3_prefixes",
     "outbox",
     "idempotency_keys",
     "products",
