@@ -40,6 +40,7 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
 	  || echo "bench: wrk not installed; the gateway bench uses its Python load generator"
 	$(PY) bench/gateway.py
+	$(PY) bench/recovery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,5 @@
 """``make bench`` (gateway part): what polling clients feel, as ratios against a bare aiohttp
-app answering a body of the same size, measured in the same run (design/benchmarks.md).
+app answering a body of the same size, measured in the same run (docs/benchmarks.md).
 
 - GET /jobs/{id}, and GET with a matching If-None-Match (304): 64 connections for 10 s
   (``wrk`` when installed, else a Python load generator in its own process), throughput and

@@ -150,25 +150,30 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
-    headers = _take(app[keys.LIMITER], p.key_id, "requests")
+    limiter = app[keys.LIMITER]
+    remaining = _take(limiter, p.key_id, "requests")
     try:
         response = await handler(request)
     except ServiceError as exc:
-        exc.headers.update(headers)
+        exc.headers.update(limiter.headers(remaining, 0.0))
         raise
-    response.headers.update(headers)
+    # Set one by one: this runs on every poll, and a dict per request shows in the bench.
+    headers = response.headers
+    headers["RateLimit-Limit"] = limiter.limit_text
+    headers["RateLimit-Remaining"] = str(remaining)
+    headers["RateLimit-Reset"] = "0"
     return response
 
 
-def _take(limiter: RateLimiter, key: Hashable, what: str) -> dict[str, str]:
-    """One token from ``key``'s bucket: the RateLimit-* headers, or 429 when it is empty."""
+def _take(limiter: RateLimiter, key: Hashable, what: str) -> int:
+    """One token from ``key``'s bucket (the tokens left), or 429 when it is empty."""
     allowed, remaining, wait = limiter.take(key)
-    headers = limiter.headers(remaining, wait)
     if not allowed:
+        headers = limiter.headers(remaining, wait)
         headers["Retry-After"] = headers["RateLimit-Reset"] if wait >= 1 else "1"
         raise RateLimited(
             f"Rate limit of {limiter.rate:g} {what} per second (burst {limiter.burst}) exceeded",
             detail="Too many requests",
             headers=headers,
         )
-    return headers
+    return remaining

@@ -17,6 +17,7 @@ class RateLimiter:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
+        self.limit_text = str(burst)
         self._buckets: dict[Hashable, tuple[float, float]] = {}
 
     def take(self, key: Hashable, now: float | None = None) -> tuple[bool, int, float]:
@@ -36,7 +37,7 @@ class RateLimiter:
 
     def headers(self, remaining: int, wait: float) -> dict[str, str]:
         return {
-            "RateLimit-Limit": str(self.burst),
+            "RateLimit-Limit": self.limit_text,
             "RateLimit-Remaining": str(remaining),
             "RateLimit-Reset": str(max(0, math.ceil(wait))),
         }
