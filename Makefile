@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test unit lint format bench clean
+.PHONY: install run migrate test unit lint format bench clean clean-data
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	  || echo "bench: wrk not installed; the gateway bench uses its Python load generator"
 	$(PY) bench/gateway.py
 	$(PY) bench/recovery.py
+
+clean-data:           ## forget the demo: make run's saved S3 objects and its database
+	rm -rf .data
+	$(PY) -m service dev-reset --yes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from typing import Any
 
 import aio_pika
 import msgspec
+import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from consumer import etl, runs, sweeper
@@ -176,8 +178,17 @@ class Consumer:
 
     async def _settle(self, message: AbstractIncomingMessage) -> ClaimedRun | None:
         """Ack, dead-letter or hand back one message; the claimed run, if any."""
+        # Every line about this message (and the run it starts: its task inherits this
+        # context) names the message; an upstream request without a request_id is known by
+        # its correlation or message id, as an HTTP request is by x-request-id.
+        structlog.contextvars.bind_contextvars(message_id=message.message_id)
         try:
             req = decode_request(message.body)
+            if req.request_id is None:
+                req.request_id = _correlation_id(message)
+            structlog.contextvars.bind_contextvars(
+                request_id=req.request_id, job_id=req.job_id, feed_id=req.feed_id
+            )
             outcome, run = await self._claim(req)
             what = f"job {req.job_id}" if req.job_id else f"feed {req.feed_id}"
             if outcome is ClaimOutcome.UNKNOWN:
@@ -430,6 +441,16 @@ class Consumer:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._stack.aclose()
         log.info("consumer_stopped")
+
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _correlation_id(message: AbstractIncomingMessage) -> str | None:
+    for candidate in (message.correlation_id, message.message_id):
+        if candidate and _SANE_ID.match(candidate):
+            return candidate
+    return None
 
 
 async def _settle_quietly(op: Any, message: AbstractIncomingMessage, what: str) -> None:

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 
 from service import embedded_s3
-from service.db import ensure_database
+from service.db import admin_url, database_name, ensure_database
 from service.errors import ConfigError
 from service.logs import configure_logging, get_logger
 from service.migrate import migrate
@@ -50,6 +51,15 @@ async def _add_key(settings: Settings, tenant: str, key: str) -> bool:
         return await keys_store.add_key(conn, tenant, key)
     finally:
         await conn.close()
+
+
+async def _drop_database(settings: Settings) -> None:
+    name = database_name(settings.database_url)
+    admin = await asyncpg.connect(admin_url(settings.database_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def _s3_prefix(settings: Settings, tenant: str, prefix: str, *, allow: bool) -> bool:
@@ -90,23 +100,30 @@ def dev(settings: Settings) -> int:
     log = get_logger("service.dev")
     env = dict(os.environ)
     moto = None
+    saved_objects = Path(settings.dev_data_dir) / "s3"
+    endpoint = f"http://127.0.0.1:{settings.embedded_s3_port}"
     if not settings.s3_endpoint_url:
         moto = embedded_s3.start(settings.embedded_s3_port)
-        env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{settings.embedded_s3_port}"
-        log.info("embedded_s3_started", endpoint=env["S3_ENDPOINT_URL"])
+        env["S3_ENDPOINT_URL"] = endpoint
+        restored = embedded_s3.restore(endpoint, saved_objects)
+        log.info("embedded_s3_started", endpoint=endpoint, objects_restored=restored)
     children: list[subprocess.Popen[bytes]] = []
     try:
         asyncio.run(_migrate(settings))
         key = settings.demo_api_key or DEMO_KEY
         asyncio.run(_add_key(settings, "demo", key))
-        print(
-            f"\nfeedjobs is starting on http://{settings.http_host}:{settings.http_port}\n"
-            f"demo tenant API key: {key}   (development only)\n"
-            f"  curl -H 'x-api-key: {key}' http://{settings.http_host}:{settings.http_port}"
-            "/jobs\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        url = f"http://{settings.http_host}:{settings.http_port}"
+        log.info("dev_stack_starting", url=url, demo_api_key=key, data_dir=settings.dev_data_dir)
+        if sys.stderr.isatty():  # a person at a terminal; logs stay JSON lines
+            print(
+                f"\nfeedjobs is starting on {url}\n"
+                f"demo tenant API key: {key}   (development only)\n"
+                f"  curl -H 'x-api-key: {key}' {url}/jobs\n"
+                "Ctrl-C stops everything (files are kept in"
+                f" {settings.dev_data_dir}/; make clean-data forgets them)\n",
+                file=sys.stderr,
+                flush=True,
+            )
         children.append(subprocess.Popen([sys.executable, "-m", "service", "gateway"], env=env))
         children.append(subprocess.Popen([sys.executable, "-m", "consumer"], env=env))
         stopping = False
@@ -130,7 +147,11 @@ def dev(settings: Settings) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         if moto is not None:
-            embedded_s3.stop(moto)
+            try:
+                saved = embedded_s3.save(endpoint, saved_objects)
+                log.info("embedded_s3_saved", objects=saved, folder=str(saved_objects))
+            finally:
+                embedded_s3.stop(moto)
 
 
 def main() -> None:
@@ -142,6 +163,10 @@ def main() -> None:
     key.add_argument("--tenant", required=True)
     key.add_argument("--key", help="use this key instead of a random one (tests, demos)")
     sub.add_parser("dev", help="make run: embedded S3, migrations, demo key, gateway + consumer")
+    reset = sub.add_parser(
+        "dev-reset", help="make clean-data: drop and recreate the database (demo data)"
+    )
+    reset.add_argument("--yes", action="store_true", help="really drop DATABASE_URL's database")
     for verb, text in (
         ("allow-s3-prefix", "let a tenant register s3_uri objects under a prefix"),
         ("revoke-s3-prefix", "take such a prefix back (its feeds then fail FILE_NOT_FOUND)"),
@@ -166,6 +191,13 @@ def main() -> None:
         print(new)
     elif args.command == "dev":
         raise SystemExit(dev(settings))
+    elif args.command == "dev-reset":
+        if not args.yes:
+            print("feedjobs: dev-reset drops DATABASE_URL's database; add --yes", file=sys.stderr)
+            raise SystemExit(2)
+        asyncio.run(_drop_database(settings))
+        asyncio.run(_migrate(settings))
+        print(f"database {database_name(settings.database_url)} is empty again")
     elif args.command in ("allow-s3-prefix", "revoke-s3-prefix"):
         try:
             prefix = normalise_prefix(args.prefix)

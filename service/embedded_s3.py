@@ -1,11 +1,18 @@
-"""moto's standalone S3 server as a child process: the embedded S3 of development and tests."""
+"""moto's standalone S3 server as a child process: the embedded S3 of development and tests.
+
+moto keeps objects in memory; ``make run`` saves them to its data folder on exit and loads
+them back at the next start (:func:`save`, :func:`restore`), so earlier feeds still run.
+"""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 
 def port_open(host: str, port: int) -> bool:
@@ -22,6 +29,7 @@ def start(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> subproce
         [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches us, not it: its objects are saved first
     )
     deadline = time.monotonic() + timeout
     while not port_open(host, port):
@@ -41,3 +49,51 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def client(endpoint: str) -> Any:
+    import boto3  # comes with moto's server, the only user of this module
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def save(endpoint: str, folder: Path) -> int:
+    """Write every object of the embedded server to ``folder/<bucket>/<key>`` (the server
+    keeps them in memory only); returns how many. The folder then holds exactly them."""
+    s3 = client(endpoint)
+    staging = folder.with_name(folder.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    count = 0
+    for bucket in s3.list_buckets().get("Buckets", []):
+        name = bucket["Name"]
+        (staging / name).mkdir(parents=True, exist_ok=True)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for obj in page.get("Contents", []):
+                target = staging / name / obj["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(name, obj["Key"], str(target))
+                count += 1
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    staging.rename(folder)
+    return count
+
+
+def restore(endpoint: str, folder: Path) -> int:
+    """Load what :func:`save` wrote back into a fresh embedded server; returns how many."""
+    if not folder.is_dir():
+        return 0
+    s3 = client(endpoint)
+    count = 0
+    for bucket_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        s3.create_bucket(Bucket=bucket_dir.name)
+        for path in sorted(p for p in bucket_dir.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), bucket_dir.name, path.relative_to(bucket_dir).as_posix())
+            count += 1
+    return count

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max: int = 10
     connect_retries: int = 10
     demo_api_key: str | None = None
+    dev_data_dir: str = ".data"  # make run: where the embedded S3's objects are kept
 
 
 # Environment variable -> field; every field is reachable by its upper-case name.

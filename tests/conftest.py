@@ -138,8 +138,6 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):  #
         await asyncio.sleep(interval)
 
 
-
-
 def _dump_tasks(_sig: int, _frame: object) -> None:
     """``kill -USR1 <pytest pid>`` prints every pending asyncio task's stack to stderr: a
     hung test says where it hangs."""

@@ -36,7 +36,9 @@ def _validation_message(
     if " - at `$." in text:
         text, _, where = text.partition(" - at `$.")
         field = where.rstrip("`")
-    elif text.startswith("Object contains unknown field"):
+        if text.startswith("Object missing required field") and "`" in text:
+            field = f"{field}.{text.split('`')[1]}"  # the missing one, inside that object
+    elif text.startswith(("Object contains unknown field", "Object missing required field")):
         field = text.split("`")[1] if "`" in text else None
     return text, field
 

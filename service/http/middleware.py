@@ -66,7 +66,12 @@ def _translate_http(exc: web.HTTPException) -> ServiceError:
     if exc.status == 404:
         return RouteNotFound("No such route")
     if exc.status == 405:
-        return MethodNotAllowed("Method not allowed on this route")
+        allowed = sorted(getattr(exc, "allowed_methods", ()))
+        return MethodNotAllowed(
+            f"Method not allowed on this route; it takes {', '.join(allowed)}",
+            details={"allowed": allowed},
+            headers={"Allow": ", ".join(allowed)},
+        )
     if exc.status == 413:
         return PayloadTooLarge("The request body is too large")
     err = ServiceError(exc.reason or "HTTP error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,11 +13,15 @@ from service.http.bodies import json_response
 from service.http.metrics import METRICS
 
 routes = web.RouteTableDef()
+try:
+    VERSION = importlib.metadata.version("feedjobs")
+except importlib.metadata.PackageNotFoundError:  # run from a tree that was never installed
+    VERSION = "unknown"
 
 
 @routes.get("/healthz")
 async def healthz(_request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "version": VERSION})
 
 
 @routes.get("/readyz")

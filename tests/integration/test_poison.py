@@ -7,6 +7,7 @@ import json
 import random
 
 import aio_pika
+import structlog
 
 from consumer import runs
 from service.bus import Names
@@ -127,3 +128,25 @@ async def test_an_unexpected_error_dead_letters_the_message(
     await publish(channel, settings, json.dumps({"feed_id": ids["feed_id"]}).encode(), "good")
     done = await wait_terminal(client, acme, ids["validation_job_id"], timeout=30)
     assert done["status"] == "completed"
+
+
+async def test_message_lines_name_the_message_and_its_job(
+    client, acme, consumer, channel, settings
+):
+    """An upstream request without request_id is known by its message id, like an HTTP
+    request by x-request-id; a dead letter's line names the job it was about."""
+    ids = await upload_feed(client, acme, FEED)
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        await publish(channel, settings, json.dumps({"job_id": "JV99999"}).encode(), "gone-1")
+        await drain_dead(channel, settings, 1)
+        await publish(channel, settings, json.dumps({"feed_id": ids["feed_id"]}).encode(), "up-7")
+        await wait_terminal(client, acme, ids["validation_job_id"], timeout=30)
+    dead = [e for e in logs if e["event"] == "message_dead_lettered"]
+    assert dead and dead[0]["message_id"] == "gone-1" and dead[0]["job_id"] == "JV99999"
+    assert dead[0]["code"] == "UNKNOWN_JOB"
+    started = [e for e in logs if e["event"] == "run_started"]
+    assert started and started[0]["request_id"] == "up-7" and started[0]["message_id"] == "up-7"
+    runs_ = await (await client.get(f"/jobs/{ids['validation_job_id']}/runs", headers=acme)).json()
+    assert runs_["runs"][0]["requested_by"] == "amqp"
