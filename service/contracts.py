@@ -118,6 +118,7 @@ class FeedCreated(Struct):
 
 
 FeedStatus = Literal["receiving", "ready", "upload_failed"]
+FEED_STATUSES: tuple[str, ...] = ("receiving", "ready", "upload_failed")
 
 
 class FeedView(Struct):
@@ -133,6 +134,27 @@ class FeedView(Struct):
     product_count: int
     last_loaded_at: str | None
     max_rejected_rows: int | None
+
+
+class FeedSummary(Struct):
+    """A feed as ``GET /feeds`` lists it (``GET /feeds/{id}`` adds ``product_count``)."""
+
+    feed_id: str
+    name: str
+    status: FeedStatus
+    s3_uri: str
+    mode: str
+    delimiter: str
+    created_at: str
+    validation_job_id: str
+    submission_job_id: str
+    last_loaded_at: str | None
+    max_rejected_rows: int | None
+
+
+class FeedList(Struct):
+    feeds: list[FeedSummary]
+    next_cursor: str | None
 
 
 class JobView(Struct):

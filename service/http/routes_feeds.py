@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import posixpath
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from service import ids
-from service.contracts import FeedCreated, FeedView, RegisterFeed, SubmissionResult, encode
+from service.contracts import (
+    FEED_STATUSES,
+    FeedCreated,
+    FeedList,
+    FeedSummary,
+    FeedView,
+    RegisterFeed,
+    SubmissionResult,
+    encode,
+)
 from service.errors import (
     FeedNotFound,
     InvalidRequest,
@@ -19,7 +29,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.http import keys
-from service.http.bodies import json_response, query_int, read_json
+from service.http.bodies import decode_cursor, encode_cursor, json_response, query_int, read_json
 from service.http.middleware import principal
 from service.logs import get_logger
 from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
@@ -234,6 +244,38 @@ async def replace_file(request: web.Request) -> web.Response:
         FeedCreated(feed_id, js_id, feed["validation_job_id"]),
         status=201,
         headers={"Location": f"/feeds/{feed_id}"},
+    )
+
+
+@routes.get("/feeds")
+async def list_feeds(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status not in (None, *FEED_STATUSES):
+        raise InvalidRequest(
+            f"Query parameter `status` must be one of {', '.join(FEED_STATUSES)}",
+            details={"field": "status"},
+        )
+    limit = query_int(request, "limit", 50, 1, 100)
+    cursor = None
+    if request.query.get("cursor"):
+        cursor = decode_cursor(request.query["cursor"], tuple[datetime, str])
+    rows = await feeds_store.list_feeds(
+        request.app[keys.POOL],
+        principal(request).tenant_id,
+        status=status,
+        cursor=cursor,
+        limit=limit + 1,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1]["created_ts"].isoformat(), rows[-1]["feed_id"]])
+    fields = FeedSummary.__struct_fields__
+    return json_response(
+        FeedList(
+            feeds=[FeedSummary(**{k: r[k] for k in fields}) for r in rows],
+            next_cursor=next_cursor,
+        )
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from service import ids
@@ -15,6 +17,35 @@ SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
            AS product_count
 FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
 """
+
+
+FEED_LIST_SQL = """
+SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
+       rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
+       f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
+       rfc3339(f.last_loaded_at) AS last_loaded_at
+FROM feeds f
+WHERE f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)
+  AND ($3::timestamptz IS NULL OR (f.created_at, f.id) < ($3, $4))
+ORDER BY f.created_at DESC, f.id DESC
+LIMIT $5
+"""
+
+
+async def list_feeds(
+    db: asyncpg.Pool,
+    tenant_id: int,
+    *,
+    status: str | None,
+    cursor: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """A tenant's feeds, newest first (no product counts: a count per feed is a scan)."""
+    after_ts, after_id = cursor if cursor else (None, "")
+    rows: list[asyncpg.Record] = await db.fetch(
+        FEED_LIST_SQL, tenant_id, status, after_ts, after_id, limit
+    )
+    return rows
 
 
 async def next_number(conn: asyncpg.Connection) -> int:

@@ -231,3 +231,19 @@ async def test_large_upload_is_streamed_with_flat_memory(client, acme):
     assert job["result"]["bytes"] == total
     grown_mb = (peak - base) / 1024 / 1024
     assert grown_mb < 80, f"process grew by {grown_mb:.0f} MB while streaming 200 MB"
+
+
+async def test_list_feeds_newest_first_with_a_cursor(client, acme, globex):
+    made = [(await (await upload(client, acme)).json())["feed_id"] for _ in range(3)]
+    await upload(client, globex)  # another tenant's feed is never listed
+    page = await (await client.get("/feeds?limit=2", headers=acme)).json()
+    assert [f["feed_id"] for f in page["feeds"]] == made[::-1][:2]
+    assert page["feeds"][0]["status"] == "ready" and "product_count" not in page["feeds"][0]
+    rest = await (
+        await client.get(f"/feeds?limit=2&cursor={page['next_cursor']}", headers=acme)
+    ).json()
+    assert [f["feed_id"] for f in rest["feeds"]] == made[:1] and rest["next_cursor"] is None
+    none = await (await client.get("/feeds?status=upload_failed", headers=acme)).json()
+    assert none == {"feeds": [], "next_cursor": None}
+    bad = await client.get("/feeds?status=lost", headers=acme)
+    assert bad.status == 400 and (await bad.json())["details"] == {"field": "status"}
