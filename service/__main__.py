@@ -1,4 +1,4 @@
-"""Command line: ``python -m service [gateway|migrate|create-api-key|dev]``."""
+"""Command line: ``python -m service [gateway|migrate|create-api-key|dev|...]`` (``--help``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from service import embedded_s3
+from service import admin, embedded_s3
 from service.db import admin_url, database_name, ensure_database
 from service.errors import ConfigError
 from service.logs import configure_logging, get_logger
@@ -174,11 +174,14 @@ def main() -> None:
         cmd = sub.add_parser(verb, help=text)
         cmd.add_argument("--tenant", required=True)
         cmd.add_argument("prefix", help="s3://bucket/ or s3://bucket/some/path/")
+    operator = admin.add_commands(sub)
     args = parser.parse_args()
     if args.command in (None, "gateway"):
         gateway_main()
         return
     settings = _settings()
+    if args.command in operator:
+        raise SystemExit(asyncio.run(operator[args.command](settings, args)))
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "create-api-key":

@@ -1,0 +1,152 @@
+"""Operator commands of ``python -m service``: look at jobs and keys, revoke keys, list and
+replay dead letters. Each prints JSON lines (one object per job, key or message), so the
+output reads at a terminal and pipes into ``jq``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import aio_pika
+import asyncpg
+import msgspec
+
+from service.bus import Names, declare_topology
+from service.settings import Settings
+from service.store import admin as admin_store
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+
+
+async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+async def jobs(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        statuses = args.status.split(",") if args.status else None
+        for row in await admin_store.jobs(conn, args.tenant, statuses, args.limit):
+            _print(dict(row))
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def job(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        found = await admin_store.job(conn, args.job_id)
+        if found is None:
+            print(f"no job {args.job_id}", file=sys.stderr)
+            return 1
+        _print(found)
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def keys(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        for row in await admin_store.keys(conn, args.tenant):
+            _print(dict(row))
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def revoke_key(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        if not await admin_store.revoke_key(conn, args.key_id):
+            print(f"no live key with id {args.key_id}", file=sys.stderr)
+            return 1
+        # Gateways cache a good key for up to 30 s (service/http/auth.py).
+        _print({"revoked": args.key_id, "effective_within_s": 30})
+        return 0
+
+    return await _with_db(settings, work)
+
+
+async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """List (``replay=False``) or re-publish dead letters, oldest first."""
+    names = Names(settings.amqp_prefix)
+    conn = await aio_pika.connect(settings.amqp_url, timeout=10)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        topo = await declare_topology(channel, names)
+        seen: list[aio_pika.abc.AbstractIncomingMessage] = []
+        while len(seen) < args.limit:
+            message = await topo["dead"].get(no_ack=False, fail=False)
+            if message is None:
+                break
+            headers = dict(message.headers or {})
+            code = str(headers.get("x-error-code", ""))
+            if args.code and code != args.code:
+                seen.append(message)
+                continue
+            entry = {
+                "message_id": message.message_id,
+                "code": code,
+                "reason": headers.get("x-error-message"),
+                "body": message.body[:2000].decode(errors="replace"),
+            }
+            if args.replay:
+                clean = {k: v for k, v in headers.items() if not str(k).startswith("x-")}
+                await topo["jobs"].publish(
+                    aio_pika.Message(
+                        body=message.body,
+                        headers=clean,
+                        content_type=message.content_type,
+                        message_id=message.message_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key="run",
+                )
+                await message.ack()  # replayed: it leaves the dead-letter queue
+                entry["replayed"] = True
+            else:
+                seen.append(message)
+            _print(entry)
+        for message in seen:  # only looked at: back to the queue, in order
+            await message.nack(requeue=True)
+        return 0
+    finally:
+        await conn.close()
+
+
+def add_commands(sub: Any) -> dict[str, Command]:
+    """Register the operator sub-commands on an argparse sub-parser group."""
+    p = sub.add_parser("jobs", help="list jobs of every tenant, newest first (JSON lines)")
+    p.add_argument("--tenant")
+    p.add_argument("--status", help="comma-separated statuses")
+    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("job", help="one job with its runs and first rejections")
+    p.add_argument("job_id")
+    p = sub.add_parser("keys", help="list API keys (ids, tenants, dates; never the keys)")
+    p.add_argument("--tenant")
+    p = sub.add_parser("revoke-key", help="revoke an API key by its id (see keys)")
+    p.add_argument("key_id", type=int)
+    for verb, text in (
+        ("dead-letters", "list dead-lettered messages, oldest first, leaving them queued"),
+        ("replay-dead-letters", "re-publish dead-lettered messages as run requests"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("--limit", type=int, default=50)
+        p.add_argument("--code", help="only messages with this x-error-code")
+        p.set_defaults(replay=verb == "replay-dead-letters")
+    return {
+        "jobs": jobs,
+        "job": job,
+        "keys": keys,
+        "revoke-key": revoke_key,
+        "dead-letters": dead_letters,
+        "replay-dead-letters": dead_letters,
+    }
