@@ -22,6 +22,7 @@ import msgspec
 
 from consumer import runs, stage
 from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, decoder
+from consumer.metrics import ConsumerMetrics
 from consumer.rules import COLUMNS
 from consumer.runs import ClaimedRun
 from service.contracts import EffectiveOptions, FirstError, ValidationResult
@@ -59,6 +60,7 @@ class Deps(msgspec.Struct):
     settings: Settings
     pool: asyncpg.Pool
     s3: Any
+    metrics: ConsumerMetrics | None = None
 
 
 def _ms(since: float) -> int:
@@ -272,6 +274,8 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
         phases_ms=run.phases,
         fast_path_rows=run.fast_rows,
     )
+    if deps.metrics is not None:
+        deps.metrics.rows_loaded(result)
     return "completed"
 
 

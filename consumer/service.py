@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import time
 from typing import Any
 
 import aio_pika
@@ -19,7 +20,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from consumer import etl, runs, sweeper
+from consumer import etl, metrics, runs, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
 from service.bus import Names, declare_topology, open_connection
 from service.contracts import RunRequest
@@ -85,6 +86,7 @@ class Consumer:
         self._intake: set[asyncio.Task[None]] = set()  # messages being settled
         self._waiting: set[asyncio.Task[None]] = set()  # ... of which waiting for a slot
         self.deps: etl.Deps | None = None
+        self.metrics = metrics.ConsumerMetrics()
 
     async def start(self) -> None:
         s = self.settings
@@ -96,7 +98,13 @@ class Consumer:
         async with pool.acquire() as conn:
             await migrate(conn)
         s3 = await self._stack.enter_async_context(s3_client(s))
-        self.deps = etl.Deps(settings=s, pool=pool, s3=s3)
+        self.deps = etl.Deps(settings=s, pool=pool, s3=s3, metrics=self.metrics)
+        if s.consumer_metrics_port:
+            runner = await metrics.serve(
+                self.metrics, s.http_host, s.consumer_metrics_port, self.consuming.is_set
+            )
+            if runner is not None:
+                self._stack.push_async_callback(runner.cleanup)
         # Status events are written by this process too: relay them without a gateway.
         relay = OutboxRelay(pool, s.amqp_url, self.names, poll_seconds=s.outbox_poll_seconds)
         watcher = JobWatcher(s.database_url)
@@ -134,11 +142,13 @@ class Consumer:
             self._queue = topo["run_queue"]
             await self._queue.consume(self._on_message)
             self.consuming.set()
+            self.metrics.amqp_up.set(1)
             log.info("consumer_connected", queue=self.names.run_queue)
             await lost.wait()
             log.warning("consumer_connection_lost")
         finally:
             self.consuming.clear()
+            self.metrics.amqp_up.set(0)
             self._queue = None
             self._dlx = None
             await connection.close()
@@ -249,11 +259,17 @@ class Consumer:
 
     async def _run(self, run: ClaimedRun) -> None:
         """Run the ETL with a lease heartbeat; give the run back if a dependency cut it off."""
-        end = await self._run_with_heartbeat(run)
+        started = time.monotonic()
+        self.metrics.active.inc()
+        try:
+            end = await self._run_with_heartbeat(run)
+        finally:
+            self.metrics.active.dec()
+        self.metrics.run_ended(end, time.monotonic() - started)
         if end == "interrupted":
             await self._release(run, "interrupted")
 
-    async def _run_with_heartbeat(self, run: ClaimedRun) -> etl.RunEnd | None:
+    async def _run_with_heartbeat(self, run: ClaimedRun) -> etl.RunEnd:
         assert self.deps is not None
         work = asyncio.create_task(etl.execute(self.deps, run), name=f"etl-{run.job_id}")
         try:
@@ -264,13 +280,13 @@ class Consumer:
                 await work
             raise
         try:
-            end: etl.RunEnd | None = await work
+            end: etl.RunEnd = await work
         except asyncio.CancelledError:  # cancelled by the heartbeat below
-            end = None
+            end = "lease_lost" if cancelled_for == "lease_lost" else "cancelled"
         except Exception as exc:  # recording the outcome failed: PostgreSQL went away
             if not is_transient(exc):
                 log.exception("run_crashed", job_id=run.job_id, attempt=run.attempt)
-                return None
+                return "failed"
             end = "interrupted"
         if work.cancelled() and cancelled_for == "cancel_requested":
             await runs.finish(
@@ -372,6 +388,7 @@ class Consumer:
             )
             return
         await _settle_quietly(message.ack(), message, "ack")
+        self.metrics.dead_letters.labels(exc.code).inc()
         log.warning(
             "message_dead_lettered",
             code=exc.code,

@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_json_body_bytes: int = 64 * 1024
     upload_read_timeout_seconds: float = 60.0  # an upload that sends nothing this long: 408
     consumer_concurrency: int = 2
+    consumer_metrics_port: int = 9101  # the consumer's /metrics, /healthz, /readyz; 0 = off
     fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)
     lease_seconds: int = 30
     max_attempts: int = 3  # lost consumers per run request before WORKER_LOST

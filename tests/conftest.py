@@ -114,6 +114,7 @@ def settings(database_url: str, amqp_prefix: str, s3_endpoint: str) -> Settings:
         sweep_interval_seconds=1.0,
         rate_limit_per_second=10000,
         rate_limit_burst=10000,
+        consumer_metrics_port=0,  # tests run many consumers; test_metrics gives one a port
     )
 
 

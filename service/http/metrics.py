@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 
 class Metrics:
@@ -47,9 +47,6 @@ class Metrics:
         )
         self.long_polls = Gauge(
             "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
-        )
-        self.requests = Counter(
-            "feedjobs_http_requests", "HTTP requests", ["status"], registry=self.registry
         )
 
     async def refresh(self, pool: asyncpg.Pool, waiting: int) -> None:

@@ -60,6 +60,7 @@ def consumer_process(
         "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "S3_BUCKET": settings.s3_bucket,
         "LOG_LEVEL": "WARNING",
+        "CONSUMER_METRICS_PORT": "0",
         **extra,
     }
     return subprocess.Popen(
