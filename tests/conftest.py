@@ -24,7 +24,12 @@ from service.bus import Names
 from service.db import admin_url, database_name, ensure_database
 from service.migrate import migrate
 from service.settings import Settings, load_settings
+from tests import services
 
+try:
+    SERVICES = services.prepare(os.environ)
+except (RuntimeError, ValueError) as exc:  # a clear refusal, never a silent skip
+    pytest.exit(str(exc), returncode=2)
 BASE = load_settings(os.environ, log_level="WARNING")
 TEMPLATE = f"{database_name(BASE.database_url)}_test_template"
 
