@@ -16,6 +16,8 @@ ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 NonNegative = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# RFC 3339 UTC, as PostgreSQL's rfc3339() writes it: a string, declared as such in OpenAPI.
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 # Ids and correlation ids as they may arrive from outside (AMQP): anything else (a NUL, a
 # megabyte of text) is refused at decoding, before it can reach PostgreSQL or a log line.
 JobIdText = Annotated[str, Meta(pattern=r"^J[SV][0-9]{5,18}$")]
@@ -43,6 +45,26 @@ JOB_ERROR_CODES: dict[str, str] = {
     "PAYLOAD_TOO_LARGE": "the upload exceeded MAX_UPLOAD_BYTES",
     "REQUEST_TIMEOUT": "the client sent no body bytes for UPLOAD_READ_TIMEOUT_SECONDS",
 }
+# Why a row was rejected (docs/feed-format.md): a column's rule, or a fault of the record.
+RowErrorCode = Literal[
+    "INVALID_SKU",
+    "DUPLICATE_SKU",
+    "INVALID_NAME",
+    "INVALID_DESCRIPTION",
+    "INVALID_PRICE",
+    "INVALID_CURRENCY",
+    "INVALID_QUANTITY",
+    "INVALID_CATEGORY",
+    "INVALID_BRAND",
+    "INVALID_GTIN",
+    "INVALID_TIMESTAMP",
+    "INVALID_BOOLEAN",
+    "ROW_LENGTH",
+    "INVALID_CHARACTER",
+    "INVALID_ENCODING",
+    "FIELD_TOO_LARGE",
+    "UNTERMINATED_QUOTE",
+]
 JobErrorCode = Literal[
     "MISSING_COLUMNS",
     "INVALID_HEADER",
@@ -128,11 +150,11 @@ class FeedView(Struct):
     s3_uri: str
     mode: str
     delimiter: str
-    created_at: str
+    created_at: Timestamp
     validation_job_id: str
     submission_job_id: str
     product_count: int
-    last_loaded_at: str | None
+    last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
 
 
@@ -145,10 +167,10 @@ class FeedSummary(Struct):
     s3_uri: str
     mode: str
     delimiter: str
-    created_at: str
+    created_at: Timestamp
     validation_job_id: str
     submission_job_id: str
-    last_loaded_at: str | None
+    last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
 
 
@@ -160,12 +182,12 @@ class FeedList(Struct):
 class JobView(Struct):
     job_id: str
     feed_id: str
-    job_type: str
-    status: str
-    created_at: str
-    updated_at: str
-    started_at: str | None
-    finished_at: str | None
+    job_type: JobType
+    status: JobStatus
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     attempt: int
     message: str | None
     progress: Raw | None
@@ -181,16 +203,16 @@ class JobList(Struct):
 
 class RunAccepted(Struct):
     job_id: str
-    status: str
+    status: Literal["queued"]
     attempt: int
 
 
 class RunView(Struct):
     attempt: int
-    status: str
-    requested_at: str
-    started_at: str | None
-    finished_at: str | None
+    status: JobStatus
+    requested_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     requested_by: str
     options: Raw
     result: Raw | None
@@ -205,7 +227,7 @@ class RunList(Struct):
 class RowError(Struct):
     line: int
     column: str | None
-    code: str
+    code: RowErrorCode
     message: str
     raw: str
 
@@ -241,9 +263,13 @@ class ValidationResult(Struct, kw_only=True):
 
 
 class SubmissionResult(Struct):
+    """What a submission job stored: an upload's size and SHA-256, or a registered object's
+    size and ETag (its SHA-256 is not known without reading it)."""
+
     bytes: int
-    sha256: str
+    sha256: str | None
     s3_uri: str
+    etag: str | None = None
 
 
 class JobError(Struct):

@@ -1,4 +1,11 @@
-"""The OpenAPI 3.1 document, generated from the msgspec structs of the bodies."""
+"""The OpenAPI 3.1 document, generated from the msgspec structs of the bodies.
+
+Every route declares its parameters, headers, request bodies and every status it can
+answer, so that a generated client can use the whole API (tests/integration/test_openapi.py
+validates the document, and runs schemathesis against the live app). Job documents are
+passed through from PostgreSQL as raw JSON for speed (``msgspec.Raw``); their schemas are
+named here, in ``RAW_FIELDS``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from service import __version__
 from service import contracts as c
 
 BODIES: list[Any] = [
@@ -14,11 +22,13 @@ BODIES: list[Any] = [
     c.JobList,
     c.RunAccepted,
     c.RunOptions,
+    c.EffectiveOptions,
     c.RunList,
     c.ErrorList,
     c.RegisterFeed,
     c.FeedCreated,
     c.FeedView,
+    c.FeedList,
     c.ValidationResult,
     c.SubmissionResult,
     c.JobError,
@@ -32,127 +42,340 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+def _nullable(*names: str) -> dict[str, Any]:
+    return {"anyOf": [*(_ref(n) for n in names), {"type": "null"}]}
+
+
+# Fields encoded from stored JSON text (msgspec.Raw): what that text always is.
+RAW_FIELDS: dict[tuple[str, str], dict[str, Any]] = {
+    ("JobView", "progress"): _nullable("Progress"),
+    ("JobView", "result"): _nullable("ValidationResult", "SubmissionResult"),
+    ("JobView", "error"): _nullable("JobError"),
+    ("RunView", "options"): _ref("EffectiveOptions"),
+    ("RunView", "result"): _nullable("ValidationResult"),
+    ("RunView", "error"): _nullable("JobError"),
+    ("StatusEvent", "result"): _nullable("ValidationResult", "SubmissionResult"),
+    ("StatusEvent", "error"): _nullable("JobError"),
+}
+
+STR = {"type": "string"}
+INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+BINARY_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
+
+ERROR_TEXT = {
+    "400": "Invalid request: `details.field` names what is wrong",
+    "401": "Missing or unknown API key",
+    "404": "No such job or feed (or another tenant's)",
+    "405": "Method not allowed (see the Allow header)",
+    "408": "The upload stopped arriving",
+    "409": "Conflict with the job's or feed's state",
+    "413": "Body too large",
+    "415": "Content-Type not accepted",
+    "422": "Idempotency-Key reused for another request",
+    "429": "Rate limited (see Retry-After)",
+    "503": "PostgreSQL unreachable (see Retry-After)",
+}
+HEADERS = {
+    "ETag": {"description": "The job's version", "schema": STR},
+    "Retry-After": {"description": "Seconds until asking again is worthwhile", "schema": STR},
+    "Location": {"description": "Where the resource is", "schema": STR},
+    "RateLimit-Limit": {"description": "The key's burst", "schema": STR},
+    "RateLimit-Remaining": {"description": "Requests left in the bucket", "schema": STR},
+    "RateLimit-Reset": {"description": "Seconds until a request is allowed", "schema": STR},
+    "x-request-id": {"description": "The request's id, also in every log line", "schema": STR},
+}
+
+
+def _headers(*names: str) -> dict[str, Any]:
+    return {n: {"$ref": f"#/components/headers/{n}"} for n in names}
+
+
+def _json(schema: dict[str, Any], description: str, *headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if headers:
+        out["headers"] = _headers(*headers)
+    return out
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {
+        s: _json(_ref("ErrorBody"), ERROR_TEXT[s], "x-request-id", "Retry-After") for s in statuses
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str, example: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": STR, "example": example}
+
+
+WAIT = _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "Long poll, seconds")
+CURSOR = _query("cursor", STR, "next_cursor of the previous page")
+
+
+def _limit(hi: int, default: int) -> dict[str, Any]:
+    return _query(
+        "limit", {"type": "integer", "minimum": 1, "maximum": hi, "default": default}, "Page size"
+    )
+
+
+def _upload_body(description: str) -> dict[str, Any]:
+    content: dict[str, Any] = {t: {"schema": STR} for t in CSV_TYPES}
+    content.update({t: {"schema": BINARY} for t in BINARY_TYPES})
+    return {"required": True, "description": description, "content": content}
+
+
+UPLOAD_QUERY = [
+    _query("name", {"type": "string", "maxLength": 200}, "The feed's name"),
+    _query("mode", {"enum": ["upsert", "snapshot"]}, "Default load mode"),
+    _query("delimiter", {"enum": [",", ";", "|", "tab"]}, "The CSV delimiter"),
+    _query("max_rejected_rows", INT32, "Default limit of rejected rows"),
+]
+PROTECTED = ("401", "429", "503")
+
+
+def _paths() -> dict[str, Any]:
+    job_id, feed_id = _path("job_id", "JV00001"), _path("feed_id", "FD00001")
+    rate = ("x-request-id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+    job_200 = _json(_ref("JobView"), "The job", "ETag", "Retry-After", *rate)
+    created = _json(_ref("FeedCreated"), "Stored: the feed and its jobs", "Location", *rate)
+    return {
+        "/jobs": {
+            "get": {
+                "operationId": "list_jobs",
+                "summary": "List jobs, newest first",
+                "parameters": [
+                    _query("status", STR, "Comma-separated statuses"),
+                    _query("job_type", {"enum": ["submission", "validation"]}, "Job type"),
+                    _query("feed_id", STR, "Only this feed's jobs"),
+                    _query("created_after", {"type": "string", "format": "date-time"}, "After"),
+                    _query("created_before", {"type": "string", "format": "date-time"}, "Before"),
+                    _limit(100, 50),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _json(_ref("JobList"), "A page of jobs", *rate),
+                    **_errors("400", *PROTECTED),
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "operationId": "get_job",
+                "summary": "Read a job; If-None-Match → 304; ?wait long-polls for a change",
+                "parameters": [
+                    job_id,
+                    WAIT,
+                    {"name": "If-None-Match", "in": "header", "required": False, "schema": STR},
+                ],
+                "responses": {
+                    "200": job_200,
+                    "304": {"description": "Not modified", "headers": _headers("ETag", *rate)},
+                    **_errors("400", "404", *PROTECTED),
+                },
+            }
+        },
+        "/jobs/{job_id}/run": {
+            "post": {
+                "operationId": "run_job",
+                "summary": "Queue a run of a validation job (?wait: until it ends)",
+                "parameters": [
+                    job_id,
+                    WAIT,
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("RunOptions")}},
+                },
+                "responses": {
+                    "202": _json(_ref("RunAccepted"), "Queued", "Location", "Retry-After", *rate),
+                    "200": _json(_ref("JobView"), "The job once it ended (?wait)", *rate),
+                    **_errors("400", "404", "409", "413", "415", "422", *PROTECTED),
+                },
+            }
+        },
+        "/jobs/{job_id}/cancel": {
+            "post": {
+                "operationId": "cancel_job",
+                "summary": "Cancel a queued or running job",
+                "parameters": [job_id],
+                "responses": {
+                    "202": _json(_ref("JobView"), "Cancelled or cancelling", "ETag", *rate),
+                    **_errors("404", "409", *PROTECTED),
+                },
+            }
+        },
+        "/jobs/{job_id}/runs": {
+            "get": {
+                "operationId": "list_runs",
+                "summary": "Every run of a job, newest first",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _json(_ref("RunList"), "Runs", *rate),
+                    **_errors("404", *PROTECTED),
+                },
+            }
+        },
+        "/jobs/{job_id}/errors": {
+            "get": {
+                "operationId": "list_rejections",
+                "summary": "Rows rejected by the latest run, in file order",
+                "parameters": [job_id, _limit(1000, 100), CURSOR],
+                "responses": {
+                    "200": _json(_ref("ErrorList"), "A page of rejections", *rate),
+                    **_errors("400", "404", *PROTECTED),
+                },
+            }
+        },
+        "/feeds": {
+            "get": {
+                "operationId": "list_feeds",
+                "summary": "The tenant's feeds, newest first",
+                "parameters": [
+                    _query("status", {"enum": list(c.FEED_STATUSES)}, "Only feeds in it"),
+                    _limit(100, 50),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _json(_ref("FeedList"), "A page of feeds", *rate),
+                    **_errors("400", *PROTECTED),
+                },
+            },
+            "post": {
+                "operationId": "create_feed",
+                "summary": "Upload a CSV (streamed to S3), or register an S3 object (JSON)",
+                "parameters": UPLOAD_QUERY,
+                "requestBody": {
+                    **_upload_body("The CSV (Content-Encoding: gzip allowed), or RegisterFeed"),
+                    "content": {
+                        **_upload_body("")["content"],
+                        "application/json": {"schema": _ref("RegisterFeed")},
+                    },
+                },
+                "responses": {
+                    "201": created,
+                    **_errors("400", "408", "413", "415", *PROTECTED),
+                },
+            },
+        },
+        "/feeds/{feed_id}": {
+            "get": {
+                "operationId": "get_feed",
+                "summary": "Read a feed",
+                "parameters": [feed_id],
+                "responses": {
+                    "200": _json(_ref("FeedView"), "The feed", *rate),
+                    **_errors("404", *PROTECTED),
+                },
+            }
+        },
+        "/feeds/{feed_id}/file": {
+            "put": {
+                "operationId": "replace_file",
+                "summary": "A new version of an uploaded feed's file",
+                "parameters": [feed_id],
+                "requestBody": _upload_body("The CSV (Content-Encoding: gzip allowed)"),
+                "responses": {
+                    "201": created,
+                    **_errors("400", "404", "408", "413", "415", *PROTECTED),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Alive",
+                "security": [],
+                "responses": {"200": _json(_ref("Health"), "Alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Ready: PostgreSQL, RabbitMQ and LISTEN are up",
+                "security": [],
+                "responses": {
+                    "200": _json(_ref("Readiness"), "Ready"),
+                    "503": _json(_ref("Readiness"), "Not ready: `checks` says what is down"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Metrics", "content": {"text/plain": {"schema": STR}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+    }
+
+
+EXTRA_SCHEMAS: dict[str, Any] = {
+    "Health": {
+        "type": "object",
+        "properties": {"status": {"const": "ok"}, "version": STR},
+        "required": ["status", "version"],
+    },
+    "Readiness": {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ready", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": STR},
+        },
+        "required": ["status", "checks"],
+    },
+}
 
 
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         BODIES, ref_template="#/components/schemas/{name}"
     )
-    err = _json("ErrorBody", "Error")
-    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    feed_id = {"name": "feed_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    wait = {
-        "name": "wait",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 60},
-    }
-    auth: list[dict[str, list[str]]] = [{"apiKey": []}]
-    paths: dict[str, Any] = {
-        "/jobs/{job_id}": {
-            "get": {
-                "summary": "Read a job (ETag, long poll with ?wait)",
-                "parameters": [job_id, wait],
-                "security": auth,
-                "responses": {
-                    "200": _json("JobView", "The job"),
-                    "304": {"description": "Not modified"},
-                    "404": err,
-                },
-            }
-        },
-        "/jobs": {
-            "get": {
-                "summary": "List jobs, newest first",
-                "security": auth,
-                "responses": {"200": _json("JobList", "A page of jobs"), "400": err},
-            }
-        },
-        "/jobs/{job_id}/run": {
-            "post": {
-                "summary": "Run a validation job",
-                "parameters": [job_id, wait],
-                "security": auth,
-                "requestBody": {
-                    "required": False,
-                    "content": {"application/json": {"schema": _ref("RunOptions")}},
-                },
-                "responses": {
-                    "202": _json("RunAccepted", "Queued"),
-                    "200": _json("JobView", "Waited"),
-                    "400": err,
-                    "404": err,
-                    "409": err,
-                    "422": err,
-                },
-            }
-        },
-        "/jobs/{job_id}/cancel": {
-            "post": {
-                "summary": "Cancel a queued or running job",
-                "parameters": [job_id],
-                "security": auth,
-                "responses": {"202": _json("JobView", "Cancelling"), "409": err},
-            }
-        },
-        "/jobs/{job_id}/runs": {
-            "get": {
-                "summary": "Every run of a job",
-                "parameters": [job_id],
-                "security": auth,
-                "responses": {"200": _json("RunList", "Runs")},
-            }
-        },
-        "/jobs/{job_id}/errors": {
-            "get": {
-                "summary": "Rejected rows of the latest run",
-                "parameters": [job_id],
-                "security": auth,
-                "responses": {"200": _json("ErrorList", "Rows")},
-            }
-        },
-        "/feeds": {
-            "post": {
-                "summary": "Upload (text/csv) or register (JSON) a feed",
-                "security": auth,
-                "requestBody": {
-                    "content": {
-                        "text/csv": {"schema": {"type": "string"}},
-                        "application/json": {"schema": _ref("RegisterFeed")},
-                    }
-                },
-                "responses": {
-                    "201": _json("FeedCreated", "Created"),
-                    "400": err,
-                    "413": err,
-                    "415": err,
-                },
-            }
-        },
-        "/feeds/{feed_id}/file": {
-            "put": {
-                "summary": "A new version of an uploaded feed's file",
-                "parameters": [feed_id],
-                "security": auth,
-                "responses": {"201": _json("FeedCreated", "Stored")},
-            }
-        },
-        "/feeds/{feed_id}": {
-            "get": {
-                "summary": "Read a feed",
-                "parameters": [feed_id],
-                "security": auth,
-                "responses": {"200": _json("FeedView", "The feed"), "404": err},
-            }
-        },
-    }
+    for (struct, field), schema in RAW_FIELDS.items():
+        components[struct]["properties"][field] = schema
+    components.update(EXTRA_SCHEMAS)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "feedjobs", "version": "0.1.0"},
-        "paths": paths,
+        "info": {
+            "title": "feedjobs",
+            "version": __version__,
+            "description": "Loads product feeds (CSV in S3) into PostgreSQL. See docs/api.md.",
+        },
+        "security": [{"apiKey": []}],
+        "paths": _paths(),
         "components": {
             "schemas": components,
+            "headers": HEADERS,
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
         },
     }

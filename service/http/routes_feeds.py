@@ -13,6 +13,7 @@ from aiohttp import web
 from service import ids
 from service.contracts import (
     FEED_STATUSES,
+    JOB_ERROR_CODES,
     FeedCreated,
     FeedList,
     FeedSummary,
@@ -112,7 +113,9 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
         )
     except BaseException as exc:
         if isinstance(exc, ServiceError):
-            code, message = exc.error_code, exc.message
+            # A documented job error code (contracts.JOB_ERROR_CODES), else the general one.
+            code = exc.error_code if exc.error_code in JOB_ERROR_CODES else "UPLOAD_FAILED"
+            message = exc.message
             exc.details.update({"feed_id": feed_id, "submission_job_id": js_id})
         else:
             code, message = "UPLOAD_FAILED", f"The upload broke off: {type(exc).__name__}"
@@ -197,7 +200,7 @@ async def _register(request: web.Request) -> web.Response:
             f"Object {uri} does not exist or is not readable",
             details={"field": "s3_uri", "s3_uri": str(uri)},
         )
-    result = {"bytes": info.size, "sha256": None, "s3_uri": str(uri), "etag": info.etag}
+    result = SubmissionResult(bytes=info.size, sha256=None, s3_uri=str(uri), etag=info.etag)
     async with pool.acquire() as conn, conn.transaction():
         feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
             conn,

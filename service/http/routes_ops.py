@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import __version__
 from service.http import keys, openapi
 from service.http.bodies import json_response
 from service.http.metrics import METRICS
 
 routes = web.RouteTableDef()
-try:
-    VERSION = importlib.metadata.version("feedjobs")
-except importlib.metadata.PackageNotFoundError:  # run from a tree that was never installed
-    VERSION = "unknown"
 
 
 @routes.get("/healthz")
 async def healthz(_request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": VERSION})
+    return json_response({"status": "ok", "version": __version__})
 
 
 @routes.get("/readyz")
