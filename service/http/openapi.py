@@ -60,7 +60,7 @@ RAW_FIELDS: dict[tuple[str, str], dict[str, Any]] = {
 
 STR = {"type": "string"}
 INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
-BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+BINARY = {"type": "string", "format": "binary"}
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 BINARY_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib
+import io
+import json
+import sys
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -91,3 +96,64 @@ async def test_the_live_app_keeps_its_document(client, acme, consumer):
     operations = await asyncio.to_thread(exercise)
     assert operations == len([m for ops in doc["paths"].values() for m in ops])
     assert failures == []
+
+
+async def test_a_generated_client_drives_a_whole_run(client, acme, consumer, tmp_path):
+    """openapi-python-client, from /openapi.json as served: upload, run, poll, rejections,
+    and typed errors, with nothing written by hand."""
+    doc = await (await client.get("/openapi.json")).json()
+    (tmp_path / "openapi.json").write_text(json.dumps(doc))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "openapi_python_client", "generate",
+        "--path", str(tmp_path / "openapi.json"), "--meta", "none",
+        "--output-path", str(tmp_path / "fjclient"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()[-3000:]
+    sys.path.insert(0, str(tmp_path))
+    try:
+        gen = importlib.import_module("fjclient")
+        api = argparse.Namespace(
+            **{
+                op: importlib.import_module(f"fjclient.api.default.{op}")
+                for op in ("create_feed", "run_job", "get_job", "list_rejections", "list_feeds")
+            }
+        )
+        models = importlib.import_module("fjclient.models")
+        types = importlib.import_module("fjclient.types")
+    finally:
+        sys.path.remove(str(tmp_path))
+    base = str(client.make_url("")).rstrip("/")
+
+    def drive() -> None:  # the generated sync API, in a thread: the app serves in this loop
+        fj = gen.AuthenticatedClient(
+            base_url=base, token=ACME_KEY, prefix="", auth_header_name="x-api-key"
+        )
+        with fj:
+            upload = types.File(payload=io.BytesIO(FEED), mime_type="application/octet-stream")
+            created = api.create_feed.sync(client=fj, body=upload, name="generated")
+            assert isinstance(created, models.FeedCreated), created
+            jv = created.validation_job_id
+            job = api.run_job.sync(jv, client=fj, body=models.RunOptions(dry_run=False), wait=30)
+            assert isinstance(job, models.JobView) and job.status.value == "completed", job
+            assert isinstance(job.result, models.ValidationResult)
+            assert (job.result.inserted, job.result.rows_rejected) == (1, 1)
+            polled = api.get_job.sync(jv, client=fj)
+            assert isinstance(polled, models.JobView) and polled.attempt == 1
+            rejections = api.list_rejections.sync(jv, client=fj, limit=10)
+            assert isinstance(rejections, models.ErrorList)
+            assert [(e.line, e.code.value) for e in rejections.errors] == [(3, "INVALID_SKU")]
+            feeds = api.list_feeds.sync(client=fj)
+            assert [f.feed_id for f in feeds.feeds] == [created.feed_id]
+            missing = api.get_job.sync_detailed("JV99999", client=fj)
+            assert missing.status_code == 404 and isinstance(missing.parsed, models.ErrorBody)
+            assert missing.parsed.error_code == "JOB_NOT_FOUND"
+            wrong = api.run_job.sync_detailed(created.submission_job_id, client=fj)
+            assert wrong.status_code == 400
+            assert wrong.parsed.detail == "Only validation jobs can be run"
+        with gen.Client(base_url=base) as anonymous:
+            denied = api.get_job.sync_detailed(jv, client=anonymous)
+            assert denied.status_code == 401 and isinstance(denied.parsed, models.ErrorBody)
+
+    await asyncio.to_thread(drive)
