@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install          ## embedded S3 + migrations + demo key + gateway + consumer
-	$(PY) -m service dev
+	@$(PY) -m service dev
 
 migrate: install
 	$(PY) -m service migrate

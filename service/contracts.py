@@ -174,9 +174,10 @@ class FeedSummary(Struct):
     max_rejected_rows: int | None
 
 
-class FeedList(Struct):
+class FeedList(Struct, omit_defaults=True):
     feeds: list[FeedSummary]
     next_cursor: str | None
+    total: int | None = None  # with include_total=true: every match, not just this page
 
 
 class JobView(Struct):
@@ -196,9 +197,10 @@ class JobView(Struct):
     error: Raw | None
 
 
-class JobList(Struct):
+class JobList(Struct, omit_defaults=True):
     jobs: list[JobView]
     next_cursor: str | None
+    total: int | None = None  # with include_total=true: every match, not just this page
 
 
 class RunAccepted(Struct):

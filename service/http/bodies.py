@@ -137,3 +137,48 @@ def decode_cursor(value: str, kind: type[T]) -> T:
             "Query parameter `cursor` is not a cursor this API returned",
             details={"field": "cursor"},
         ) from None
+
+
+class ListQuery(msgspec.Struct):
+    """What every list route takes besides its filters: ``sort``, ``include_total``,
+    ``limit`` and a cursor (which remembers the sort it was made for)."""
+
+    newest_first: bool
+    with_total: bool
+    limit: int
+    after: Any  # the decoded cursor's position, or None
+
+
+def list_query(request: web.Request, position: Any) -> ListQuery:
+    q = request.query
+    sort = q.get("sort") or "-created_at"
+    if sort not in ("created_at", "-created_at"):
+        raise InvalidRequest(
+            "Query parameter `sort` must be created_at (oldest first) or -created_at"
+            " (newest first)",
+            details={"field": "sort"},
+        )
+    total = q.get("include_total") or "false"
+    if total not in ("true", "false"):
+        raise InvalidRequest(
+            "Query parameter `include_total` must be true or false",
+            details={"field": "include_total"},
+        )
+    after = None
+    if q.get("cursor"):
+        cursor_sort, after = decode_cursor(q["cursor"], tuple[str, position])
+        if cursor_sort != sort:
+            raise InvalidRequest(
+                f"This cursor pages a list sorted by {cursor_sort}, not {sort}",
+                details={"field": "cursor"},
+            )
+    return ListQuery(
+        newest_first=sort == "-created_at",
+        with_total=total == "true",
+        limit=query_int(request, "limit", 50, 1, 100),
+        after=after,
+    )
+
+
+def next_cursor(listing: ListQuery, last: list[Any]) -> str:
+    return encode_cursor(["-created_at" if listing.newest_first else "created_at", last])

@@ -122,6 +122,10 @@ def _path(name: str, example: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": STR, "example": example}
 
 
+LIST_QUERY = [
+    _query("sort", {"enum": ["created_at", "-created_at"]}, "Oldest or newest first (default)"),
+    _query("include_total", {"enum": ["true", "false"]}, "Add `total`, every match"),
+]
 WAIT = _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "Long poll, seconds")
 CURSOR = _query("cursor", STR, "next_cursor of the previous page")
 
@@ -165,6 +169,7 @@ def _paths() -> dict[str, Any]:
                     _query("created_before", {"type": "string", "format": "date-time"}, "Before"),
                     _limit(100, 50),
                     CURSOR,
+                    *LIST_QUERY,
                 ],
                 "responses": {
                     "200": _json(_ref("JobList"), "A page of jobs", *rate),
@@ -254,6 +259,7 @@ def _paths() -> dict[str, Any]:
                     _query("status", {"enum": list(c.FEED_STATUSES)}, "Only feeds in it"),
                     _limit(100, 50),
                     CURSOR,
+                    *LIST_QUERY,
                 ],
                 "responses": {
                     "200": _json(_ref("FeedList"), "A page of feeds", *rate),

@@ -30,7 +30,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.http import keys
-from service.http.bodies import decode_cursor, encode_cursor, json_response, query_int, read_json
+from service.http.bodies import json_response, list_query, next_cursor, query_int, read_json
 from service.http.middleware import principal
 from service.logs import get_logger
 from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
@@ -258,26 +258,27 @@ async def list_feeds(request: web.Request) -> web.Response:
             f"Query parameter `status` must be one of {', '.join(FEED_STATUSES)}",
             details={"field": "status"},
         )
-    limit = query_int(request, "limit", 50, 1, 100)
-    cursor = None
-    if request.query.get("cursor"):
-        cursor = decode_cursor(request.query["cursor"], tuple[datetime, str])
-    rows = await feeds_store.list_feeds(
+    listing = list_query(request, tuple[datetime, str])
+    limit = listing.limit
+    rows, total = await feeds_store.list_feeds(
         request.app[keys.POOL],
         principal(request).tenant_id,
         status=status,
-        cursor=cursor,
+        cursor=listing.after,
         limit=limit + 1,
+        newest_first=listing.newest_first,
+        with_total=listing.with_total,
     )
-    next_cursor = None
+    cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1]["created_ts"].isoformat(), rows[-1]["feed_id"]])
+        cursor = next_cursor(listing, [rows[-1]["created_ts"].isoformat(), rows[-1]["feed_id"]])
     fields = FeedSummary.__struct_fields__
     return json_response(
         FeedList(
             feeds=[FeedSummary(**{k: r[k] for k in fields}) for r in rows],
-            next_cursor=next_cursor,
+            next_cursor=cursor,
+            total=total,
         )
     )
 

@@ -39,6 +39,8 @@ from service.http.bodies import (
     decode_cursor,
     encode_cursor,
     json_response,
+    list_query,
+    next_cursor,
     query_int,
     query_time,
     read_json,
@@ -128,11 +130,9 @@ async def list_jobs(request: web.Request) -> web.Response:
             details={"field": "job_type"},
         )
     feed_id = q.get("feed_id") or None
-    limit = query_int(request, "limit", 50, 1, 100)
-    cursor = None
-    if q.get("cursor"):
-        cursor = decode_cursor(q["cursor"], tuple[datetime, int, str])
-    rows = await jobs_store.list_jobs(
+    listing = list_query(request, tuple[datetime, int, str])
+    limit = listing.limit
+    rows, total = await jobs_store.list_jobs(
         request.app[keys.POOL],
         principal(request).tenant_id,
         statuses=statuses,
@@ -140,16 +140,20 @@ async def list_jobs(request: web.Request) -> web.Response:
         feed_id=feed_id,
         created_after=query_time(request, "created_after"),
         created_before=query_time(request, "created_before"),
-        cursor=cursor,
+        cursor=listing.after,
         limit=limit + 1,
+        newest_first=listing.newest_first,
+        with_total=listing.with_total,
     )
-    next_cursor = None
+    cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_cursor([last["created_ts"].isoformat(), last["seq"], last["job_id"]])
+        cursor = next_cursor(listing, [last["created_ts"].isoformat(), last["seq"], last["job_id"]])
     return json_response(
-        JobList(jobs=[job_view(r, with_result=False) for r in rows], next_cursor=next_cursor)
+        JobList(
+            jobs=[job_view(r, with_result=False) for r in rows], next_cursor=cursor, total=total
+        )
     )
 
 

@@ -19,17 +19,13 @@ FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
 """
 
 
-FEED_LIST_SQL = """
-SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
-       rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
-       f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
-       rfc3339(f.last_loaded_at) AS last_loaded_at
-FROM feeds f
-WHERE f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)
-  AND ($3::timestamptz IS NULL OR (f.created_at, f.id) < ($3, $4))
-ORDER BY f.created_at DESC, f.id DESC
-LIMIT $5
+FEED_LIST_COLUMNS = """
+    f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
+    rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
+    f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
+    rfc3339(f.last_loaded_at) AS last_loaded_at
 """
+FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
 
 
 async def list_feeds(
@@ -39,13 +35,29 @@ async def list_feeds(
     status: str | None,
     cursor: tuple[datetime, str] | None,
     limit: int,
-) -> list[asyncpg.Record]:
-    """A tenant's feeds, newest first (no product counts: a count per feed is a scan)."""
+    newest_first: bool = True,
+    with_total: bool = False,
+) -> tuple[list[asyncpg.Record], int | None]:
+    """A page of a tenant's feeds in creation order, and, if asked, how many match in all.
+    No product counts: a count per feed is a scan of its products."""
+    total: int | None = None
+    if with_total:
+        total = await db.fetchval(
+            f"SELECT count(*) FROM feeds f WHERE {FEED_FILTER}", tenant_id, status
+        )
+    order, after = ("DESC", "<") if newest_first else ("ASC", ">")
     after_ts, after_id = cursor if cursor else (None, "")
     rows: list[asyncpg.Record] = await db.fetch(
-        FEED_LIST_SQL, tenant_id, status, after_ts, after_id, limit
+        f"SELECT {FEED_LIST_COLUMNS} FROM feeds f WHERE {FEED_FILTER}"
+        f" AND ($3::timestamptz IS NULL OR (f.created_at, f.id) {after} ($3, $4))"
+        f" ORDER BY f.created_at {order}, f.id {order} LIMIT $5",
+        tenant_id,
+        status,
+        after_ts,
+        after_id,
+        limit,
     )
-    return rows
+    return rows, total
 
 
 async def next_number(conn: asyncpg.Connection) -> int:

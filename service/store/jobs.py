@@ -50,7 +50,11 @@ async def list_jobs(
     created_before: datetime | None,
     cursor: tuple[datetime, int, str] | None,
     limit: int,
-) -> list[asyncpg.Record]:
+    newest_first: bool = True,
+    with_total: bool = False,
+) -> tuple[list[asyncpg.Record], int | None]:
+    """A page of the tenant's jobs in creation order (newest first unless asked), and, if
+    asked, how many match the filters in all."""
     where = ["j.tenant_id = $1"]
     args: list[Any] = [tenant_id]
 
@@ -68,17 +72,20 @@ async def list_jobs(
         where.append(f"j.created_at > {arg(created_after)}")
     if created_before:
         where.append(f"j.created_at < {arg(created_before)}")
+    total: int | None = None
+    if with_total:
+        total = await db.fetchval(f"SELECT count(*) FROM jobs j WHERE {' AND '.join(where)}", *args)
     if cursor:
-        where.append(
-            f"(j.created_at, j.seq, j.id) < ({arg(cursor[0])}, {arg(cursor[1])}, {arg(cursor[2])})"
-        )
+        after = f"({arg(cursor[0])}, {arg(cursor[1])}, {arg(cursor[2])})"
+        where.append(f"(j.created_at, j.seq, j.id) {'<' if newest_first else '>'} {after}")
+    order = "DESC" if newest_first else "ASC"
     sql = (
         f"SELECT {JOB_COLUMNS}, j.created_at AS created_ts, j.seq FROM jobs j"
-        f" WHERE {' AND '.join(where)} ORDER BY j.created_at DESC, j.seq DESC, j.id DESC"
-        f" LIMIT {arg(limit)}"
+        f" WHERE {' AND '.join(where)}"
+        f" ORDER BY j.created_at {order}, j.seq {order}, j.id {order} LIMIT {arg(limit)}"
     )
     rows: list[asyncpg.Record] = await db.fetch(sql, *args)
-    return rows
+    return rows, total
 
 
 def effective_options(options: RunOptions | None, feed: asyncpg.Record) -> EffectiveOptions:

@@ -247,3 +247,31 @@ async def test_list_feeds_newest_first_with_a_cursor(client, acme, globex):
     assert none == {"feeds": [], "next_cursor": None}
     bad = await client.get("/feeds?status=lost", headers=acme)
     assert bad.status == 400 and (await bad.json())["details"] == {"field": "status"}
+
+
+async def test_lists_sort_both_ways_and_count_every_match(client, acme):
+    made = [(await (await upload(client, acme)).json())["feed_id"] for _ in range(3)]
+    for route, key, ids in (
+        ("/feeds", "feed_id", made),
+        ("/jobs?job_type=validation", "feed_id", made),
+    ):
+        sep = "&" if "?" in route else "?"
+        first = await (
+            await client.get(
+                f"{route}{sep}sort=created_at&limit=2&include_total=true", headers=acme
+            )
+        ).json()
+        items = first["feeds" if route == "/feeds" else "jobs"]
+        assert [i[key] for i in items] == ids[:2] and first["total"] == 3
+        more = await (
+            await client.get(
+                f"{route}{sep}sort=created_at&limit=2&cursor={first['next_cursor']}", headers=acme
+            )
+        ).json()
+        rest = more["feeds" if route == "/feeds" else "jobs"]
+        assert [i[key] for i in rest] == ids[2:] and "total" not in more
+        # A cursor pages the order it was made for.
+        wrong = await client.get(f"{route}{sep}cursor={first['next_cursor']}", headers=acme)
+        assert wrong.status == 400 and (await wrong.json())["details"] == {"field": "cursor"}
+        bad = await client.get(f"{route}{sep}sort=name", headers=acme)
+        assert bad.status == 400 and (await bad.json())["details"] == {"field": "sort"}
