@@ -422,6 +422,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
                 first_error=errors.first,
                 duration_ms=round((time.monotonic() - started) * 1000),
                 dry_run=run.options.dry_run,
+                rejections_url=f"/jobs/{run.job_id}/errors" if rejected else None,
             )
             if not run.options.dry_run:
                 await conn.execute(

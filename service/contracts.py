@@ -262,6 +262,8 @@ class ValidationResult(Struct, kw_only=True):
     first_error: FirstError | None
     duration_ms: int
     dry_run: bool = False
+    # Where every rejection of this run can be downloaded (as CSV with Accept: text/csv).
+    rejections_url: str | None = None
 
 
 class SubmissionResult(Struct):

@@ -243,10 +243,18 @@ def _paths() -> dict[str, Any]:
         "/jobs/{job_id}/errors": {
             "get": {
                 "operationId": "list_rejections",
-                "summary": "Rows rejected by the latest run, in file order",
+                "summary": "Rows rejected by the latest run, in file order (all of them as CSV"
+                " with Accept: text/csv)",
                 "parameters": [job_id, _limit(1000, 100), CURSOR],
                 "responses": {
-                    "200": _json(_ref("ErrorList"), "A page of rejections", *rate),
+                    "200": {
+                        "description": "A page of rejections, or (text/csv) all of them",
+                        "headers": _headers(*rate),
+                        "content": {
+                            "application/json": {"schema": _ref("ErrorList")},
+                            "text/csv": {"schema": STR},
+                        },
+                    },
                     **_errors("400", "404", *PROTECTED),
                 },
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -220,6 +221,22 @@ async def list_errors(
         limit,
     )
     return rows
+
+
+async def stream_errors(
+    db: asyncpg.Pool, job_id: str, attempt: int, batch: int = 2000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every rejection of one run in file order, ``batch`` rows at a time, from a
+    server-side cursor: memory holds one batch, whatever the number of rows."""
+    async with db.acquire() as conn, conn.transaction():
+        cursor = await conn.cursor(
+            "SELECT line, column_name, code, message, raw FROM job_errors"
+            " WHERE job_id = $1 AND attempt = $2 ORDER BY line, ordinal",
+            job_id,
+            attempt,
+        )
+        while rows := await cursor.fetch(batch):
+            yield rows
 
 
 async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
