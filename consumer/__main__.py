@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 
-from consumer.service import serve
+from consumer.worker import serve
 from service.errors import ConfigError
 from service.logs import configure_logging
 from service.settings import load_settings

@@ -124,10 +124,6 @@ class RecordReader:
             return
         self._pending.extend(split_lines(text))
 
-    def idle(self) -> bool:
-        """True between records when every pushed line has been read."""
-        return not self._pending
-
     def at_end(self) -> bool:
         return self._eof
 

@@ -220,16 +220,3 @@ COLUMNS: tuple[str, ...] = (
     "active",
 )
 REQUIRED: tuple[str, ...] = ("sku", "name", "price", "currency")
-CLEANERS = (
-    clean_sku,
-    clean_name,
-    clean_description,
-    clean_price,
-    clean_currency,
-    clean_quantity,
-    clean_category,
-    clean_brand,
-    clean_gtin,
-    clean_updated_at,
-    clean_active,
-)

@@ -13,7 +13,7 @@ import aio_pika
 import asyncpg
 import msgspec
 
-from service.bus import Names, declare_topology
+from service.bus import Names, copy_message, declare_topology
 from service.settings import Settings
 from service.store import admin as admin_store
 
@@ -100,16 +100,7 @@ async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
             }
             if args.replay:
                 clean = {k: v for k, v in headers.items() if not str(k).startswith("x-")}
-                await topo["jobs"].publish(
-                    aio_pika.Message(
-                        body=message.body,
-                        headers=clean,
-                        content_type=message.content_type,
-                        message_id=message.message_id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key="run",
-                )
+                await topo["jobs"].publish(copy_message(message, clean), routing_key="run")
                 await message.ack()  # replayed: it leaves the dead-letter queue
                 entry["replayed"] = True
             else:

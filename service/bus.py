@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 DELIVERY_LIMIT = 5
 
@@ -55,3 +55,15 @@ async def open_connection(url: str) -> tuple[AbstractConnection, asyncio.Event]:
     lost = asyncio.Event()
     connection.close_callbacks.add(lambda *_: lost.set())
     return connection, lost
+
+
+def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a delivered message, with other headers (dead-lettering it,
+    replaying it)."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )

@@ -143,21 +143,6 @@ FeedStatus = Literal["receiving", "ready", "upload_failed"]
 FEED_STATUSES: tuple[str, ...] = ("receiving", "ready", "upload_failed")
 
 
-class FeedView(Struct):
-    feed_id: str
-    name: str
-    status: FeedStatus
-    s3_uri: str
-    mode: str
-    delimiter: str
-    created_at: Timestamp
-    validation_job_id: str
-    submission_job_id: str
-    product_count: int
-    last_loaded_at: Timestamp | None
-    max_rejected_rows: int | None
-
-
 class FeedSummary(Struct):
     """A feed as ``GET /feeds`` lists it (``GET /feeds/{id}`` adds ``product_count``)."""
 
@@ -172,6 +157,12 @@ class FeedSummary(Struct):
     submission_job_id: str
     last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
+
+
+class FeedView(FeedSummary):
+    """A feed as ``GET /feeds/{id}`` shows it."""
+
+    product_count: int
 
 
 class FeedList(Struct, omit_defaults=True):

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service.bus import Names
 from service.db import create_pool, ensure_database
-from service.http import keys, protocol, routes_feeds, routes_jobs, routes_ops
+from service.http import appkeys, protocol, routes_feeds, routes_jobs, routes_ops
 from service.http.auth import KeyCache
 from service.http.metrics import METRICS, Metrics
 from service.http.middleware import authenticate, request_context
@@ -48,36 +48,36 @@ def _supervise(
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+    settings = app[appkeys.SETTINGS]
     await ensure_database(settings.database_url)
     pool = await create_pool(
         settings.database_url, max_size=settings.db_pool_max, retries=settings.connect_retries
     )
     async with pool.acquire() as conn:
         await migrate(conn)
-    app[keys.POOL] = pool
+    app[appkeys.POOL] = pool
     yield
     await pool.close()
 
 
 async def _s3(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+    settings = app[appkeys.SETTINGS]
     async with s3_client(settings) as client:
         await ensure_bucket(client, settings.s3_bucket)
-        app[keys.S3] = client
+        app[appkeys.S3] = client
         yield
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    watcher = app[keys.WATCHER]
+    settings = app[appkeys.SETTINGS]
+    watcher = app[appkeys.WATCHER]
     relay = OutboxRelay(
-        app[keys.POOL],
+        app[appkeys.POOL],
         settings.amqp_url,
         Names(settings.amqp_prefix),
         poll_seconds=settings.outbox_poll_seconds,
     )
-    app[keys.HEALTH]["relay"] = relay
+    app[appkeys.HEALTH]["relay"] = relay
     watcher.on("outbox", relay.wake)
     _supervise(app, "listener", watcher.run())
     _supervise(app, "outbox_relay", relay.run())
@@ -92,7 +92,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 async def _answer_long_polls(app: web.Application) -> None:
     # A deploy must not wait SHUTDOWN_GRACE_SECONDS for polls that would only time out.
-    app[keys.WATCHER].close()
+    app[appkeys.WATCHER].close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -100,14 +100,14 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[request_context, authenticate], client_max_size=settings.max_json_body_bytes
     )
-    app[keys.SETTINGS] = settings
-    app[keys.WATCHER] = JobWatcher(settings.database_url)
-    app[keys.KEYS] = KeyCache()
-    app[keys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    app[keys.BAD_KEY_LIMITER] = RateLimiter(
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.WATCHER] = JobWatcher(settings.database_url)
+    app[appkeys.KEYS] = KeyCache()
+    app[appkeys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[appkeys.BAD_KEY_LIMITER] = RateLimiter(
         settings.bad_key_rate_per_second, settings.bad_key_burst
     )
-    app[keys.HEALTH] = {}
+    app[appkeys.HEALTH] = {}
     app[METRICS] = Metrics()
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_postgres, _s3, _background])

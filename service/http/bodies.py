@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from service.contracts import encode
 from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def json_response(
@@ -180,5 +182,12 @@ def list_query(request: web.Request, position: Any) -> ListQuery:
     )
 
 
-def next_cursor(listing: ListQuery, last: list[Any]) -> str:
-    return encode_cursor(["-created_at" if listing.newest_first else "created_at", last])
+def page(
+    rows: list[R], listing: ListQuery, position: Callable[[R], list[Any]]
+) -> tuple[list[R], str | None]:
+    """Rows fetched with ``limit + 1``: this page, and the cursor of the next (or None)."""
+    if len(rows) <= listing.limit:
+        return rows, None
+    rows = rows[: listing.limit]
+    sort = "-created_at" if listing.newest_first else "created_at"
+    return rows, encode_cursor([sort, position(rows[-1])])

@@ -47,15 +47,11 @@ def is_terminal(row: asyncpg.Record) -> bool:
     return row["status"] in TERMINAL_STATUSES
 
 
-def job_response(
-    row: asyncpg.Record, request: web.Request, *, status: int = 200, location: bool = False
-) -> web.Response:
+def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200) -> web.Response:
     etag = etag_of(row)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if row["retry_after"] is not None:
         headers["Retry-After"] = str(row["retry_after"])
-    if location:
-        headers["Location"] = f"/jobs/{row['job_id']}"
     if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
     return web.Response(

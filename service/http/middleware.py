@@ -22,7 +22,7 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
-from service.http import keys
+from service.http import appkeys
 from service.http.metrics import METRICS
 from service.http.ratelimit import RateLimiter
 from service.logs import get_logger
@@ -148,14 +148,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     app = request.app
     try:
-        p = await app[keys.KEYS].authenticate(app[keys.POOL], request.headers.get("x-api-key"))
+        p = await app[appkeys.KEYS].authenticate(
+            app[appkeys.POOL], request.headers.get("x-api-key")
+        )
     except Unauthorized:
         # Failed keys are throttled per client address: guessing keys costs time too.
-        _take(app[keys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
+        _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
         raise
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
-    limiter = app[keys.LIMITER]
+    limiter = app[appkeys.LIMITER]
     remaining = _take(limiter, p.key_id, "requests")
     try:
         response = await handler(request)

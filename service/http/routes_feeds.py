@@ -29,8 +29,8 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.http import keys
-from service.http.bodies import json_response, list_query, next_cursor, query_int, read_json
+from service.http import appkeys
+from service.http.bodies import json_response, list_query, page, query_int, read_json
 from service.http.middleware import principal
 from service.logs import get_logger
 from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
@@ -102,11 +102,11 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
     file becomes this version on success; a first upload that fails leaves the feed
     ``upload_failed`` (not runnable), a later one leaves the previous version in place."""
     app = request.app
-    pool = app[keys.POOL]
-    settings = app[keys.SETTINGS]
+    pool = app[appkeys.POOL]
+    settings = app[appkeys.SETTINGS]
     try:
         stored = await upload_stream(
-            app[keys.S3],
+            app[appkeys.S3],
             uri,
             _body(request, settings.upload_read_timeout_seconds),
             limit=settings.max_upload_bytes,
@@ -128,7 +128,7 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
                 error=encode({"code": code, "message": message, "details": {}}).decode(),
             )
             await feeds_store.upload_failed(conn, feed_id)
-        app[keys.WATCHER].cache.invalidate(js_id)
+        app[appkeys.WATCHER].cache.invalidate(js_id)
         log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
         raise
     result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
@@ -141,7 +141,7 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
             error=None,
             message=f"Stored {stored.bytes} bytes",
         )
-    app[keys.WATCHER].cache.invalidate(js_id)
+    app[appkeys.WATCHER].cache.invalidate(js_id)
     log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
 
 
@@ -161,8 +161,8 @@ async def create_feed(request: web.Request) -> web.Response:
     _check_upload_type(request)
     opts = _upload_options(request)
     p = principal(request)
-    pool = request.app[keys.POOL]
-    bucket = request.app[keys.SETTINGS].s3_bucket
+    pool = request.app[appkeys.POOL]
+    bucket = request.app[appkeys.SETTINGS].s3_bucket
     async with pool.acquire() as conn, conn.transaction():
         feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
             conn,
@@ -184,17 +184,17 @@ async def create_feed(request: web.Request) -> web.Response:
 
 
 async def _register(request: web.Request) -> web.Response:
-    settings = request.app[keys.SETTINGS]
+    settings = request.app[appkeys.SETTINGS]
     body = await read_json(request, RegisterFeed, limit=settings.max_json_body_bytes)
     assert body is not None
     uri = parse_s3_uri(body.s3_uri)
     p = principal(request)
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     allowed = may_read(
         uri, p.tenant_id, settings.s3_bucket, await s3_prefixes.allowed(pool, p.tenant_id)
     )
     # Not allowed answers exactly as not found: existence is not leaked.
-    info = await head(request.app[keys.S3], uri) if allowed else None
+    info = await head(request.app[appkeys.S3], uri) if allowed else None
     if info is None:
         raise InvalidRequest(
             f"Object {uri} does not exist or is not readable",
@@ -227,7 +227,7 @@ async def replace_file(request: web.Request) -> web.Response:
     if not ids.is_feed_id(feed_id):
         raise FeedNotFound(feed_id)
     _check_upload_type(request)
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         feed = await conn.fetchrow(
             "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, p.tenant_id
@@ -241,7 +241,7 @@ async def replace_file(request: web.Request) -> web.Response:
                 details={"feed_id": feed_id},
             )
         js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
-    uri = upload_uri(request.app[keys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
+    uri = upload_uri(request.app[appkeys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
     await _receive(request, feed_id, js_id, uri)
     return json_response(
         FeedCreated(feed_id, js_id, feed["validation_job_id"]),
@@ -261,7 +261,7 @@ async def list_feeds(request: web.Request) -> web.Response:
     listing = list_query(request, tuple[datetime, str])
     limit = listing.limit
     rows, total = await feeds_store.list_feeds(
-        request.app[keys.POOL],
+        request.app[appkeys.POOL],
         principal(request).tenant_id,
         status=status,
         cursor=listing.after,
@@ -269,10 +269,7 @@ async def list_feeds(request: web.Request) -> web.Response:
         newest_first=listing.newest_first,
         with_total=listing.with_total,
     )
-    cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        cursor = next_cursor(listing, [rows[-1]["created_ts"].isoformat(), rows[-1]["feed_id"]])
+    rows, cursor = page(rows, listing, lambda r: [r["created_ts"].isoformat(), r["feed_id"]])
     fields = FeedSummary.__struct_fields__
     return json_response(
         FeedList(
@@ -288,7 +285,9 @@ async def get_feed(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     if not ids.is_feed_id(feed_id):
         raise FeedNotFound(feed_id)
-    row = await feeds_store.get_feed(request.app[keys.POOL], feed_id, principal(request).tenant_id)
+    row = await feeds_store.get_feed(
+        request.app[appkeys.POOL], feed_id, principal(request).tenant_id
+    )
     if row is None:
         raise FeedNotFound(feed_id)
     return json_response(FeedView(**dict(row)))

@@ -36,13 +36,13 @@ from service.errors import (
     JobNotRunnable,
     UnsupportedMediaType,
 )
-from service.http import keys
+from service.http import appkeys
 from service.http.bodies import (
     decode_cursor,
     encode_cursor,
     json_response,
     list_query,
-    next_cursor,
+    page,
     query_int,
     query_time,
     read_json,
@@ -65,11 +65,11 @@ async def _load(request: web.Request, job_id: str) -> asyncpg.Record:
     if not ids.is_job_id(job_id):
         raise JobNotFound(job_id)
     tenant_id = principal(request).tenant_id
-    cache = request.app[keys.WATCHER].cache
+    cache = request.app[appkeys.WATCHER].cache
     row = cache.get(job_id, tenant_id)
     if row is None:
         seen = cache.changes
-        row = await jobs_store.get_job(request.app[keys.POOL], job_id, tenant_id)
+        row = await jobs_store.get_job(request.app[appkeys.POOL], job_id, tenant_id)
         if row is None:
             raise JobNotFound(job_id)
         cache.put(job_id, tenant_id, row, seen)
@@ -85,7 +85,7 @@ async def _wait_for_change(
     until_terminal: bool = False,
 ) -> asyncpg.Record:
     """Hold until the job's ETag differs from ``known_etag`` (or it is terminal), or time's up."""
-    watcher = request.app[keys.WATCHER]
+    watcher = request.app[appkeys.WATCHER]
     deadline = time.monotonic() + seconds
     while not is_terminal(row) and (until_terminal or etag_of(row) == known_etag):
         remaining = deadline - time.monotonic()
@@ -135,7 +135,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     listing = list_query(request, tuple[datetime, int, str])
     limit = listing.limit
     rows, total = await jobs_store.list_jobs(
-        request.app[keys.POOL],
+        request.app[appkeys.POOL],
         principal(request).tenant_id,
         statuses=statuses,
         job_type=job_type,
@@ -147,11 +147,9 @@ async def list_jobs(request: web.Request) -> web.Response:
         newest_first=listing.newest_first,
         with_total=listing.with_total,
     )
-    cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        cursor = next_cursor(listing, [last["created_ts"].isoformat(), last["seq"], last["job_id"]])
+    rows, cursor = page(
+        rows, listing, lambda r: [r["created_ts"].isoformat(), r["seq"], r["job_id"]]
+    )
     return json_response(
         JobList(
             jobs=[job_view(r, with_result=False) for r in rows], next_cursor=cursor, total=total
@@ -167,7 +165,7 @@ def _request_hash(job_id: str, body: bytes) -> bytes:
 async def run_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     p = principal(request)
-    settings = request.app[keys.SETTINGS]
+    settings = request.app[appkeys.SETTINGS]
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
     raw = b""
     if request.can_read_body:
@@ -187,7 +185,7 @@ async def run_job(request: web.Request) -> web.Response:
         raise InvalidRequest(
             "Idempotency-Key must be 1 to 255 characters", details={"field": "Idempotency-Key"}
         )
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         if idem_key is not None:
             await conn.execute(
@@ -245,7 +243,7 @@ async def run_job(request: web.Request) -> web.Response:
                 _request_hash(job_id, raw.strip()),
                 accepted,
             )
-    request.app[keys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
+    request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
     if wait:
         row = await _load(request, job_id)
@@ -270,7 +268,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     if not ids.is_job_id(job_id):
         raise JobNotFound(job_id)
     p = principal(request)
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
         if job is None:
@@ -281,7 +279,7 @@ async def cancel_job(request: web.Request) -> web.Response:
                 details={"job_id": job_id, "status": job["status"]},
             )
         await jobs_store.cancel(conn, job)
-    request.app[keys.WATCHER].cache.invalidate(job_id)
+    request.app[appkeys.WATCHER].cache.invalidate(job_id)
     log.info("cancel_requested", job_id=job_id, status=job["status"])
     row = await _load(request, job_id)
     return job_response(row, request, status=202)
@@ -294,7 +292,7 @@ async def job_runs(request: web.Request) -> web.Response:
     def raw(v: str | None) -> msgspec.Raw | None:
         return None if v is None else msgspec.Raw(v.encode())
 
-    runs = await jobs_store.list_runs(request.app[keys.POOL], row["job_id"])
+    runs = await jobs_store.list_runs(request.app[appkeys.POOL], row["job_id"])
     return json_response(
         RunList(
             job_id=row["job_id"],
@@ -323,7 +321,7 @@ def _wants_csv(request: web.Request) -> bool:
 
 async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
     """Every rejection of the latest run as CSV, streamed batch by batch (flat memory)."""
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     attempt = await jobs_store.latest_errors_attempt(pool, job_id)
     resp = web.StreamResponse(
         headers={
@@ -353,7 +351,7 @@ async def job_errors(request: web.Request) -> web.StreamResponse:
     if _wants_csv(request):
         return await _csv_report(request, row["job_id"])
     limit = query_int(request, "limit", 100, 1, 1000)
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     if request.query.get("cursor"):
         attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
         after = (line, ordinal)

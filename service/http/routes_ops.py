@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.http import keys, openapi
+from service.http import appkeys, openapi
 from service.http.bodies import json_response
 from service.http.metrics import METRICS
 
@@ -25,13 +25,13 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            await request.app[keys.POOL].fetchval("SELECT 1")
+            await request.app[appkeys.POOL].fetchval("SELECT 1")
         checks["postgres"] = "ok"
     except Exception as exc:  # any failure means "not ready", and says why
         checks["postgres"] = f"down: {type(exc).__name__}"
-    health = request.app[keys.HEALTH]
+    health = request.app[appkeys.HEALTH]
     checks["rabbitmq"] = "ok" if health.get("relay") and health["relay"].connected else "down"
-    checks["listener"] = "ok" if request.app[keys.WATCHER].connected.is_set() else "down"
+    checks["listener"] = "ok" if request.app[appkeys.WATCHER].connected.is_set() else "down"
     ready = all(v == "ok" for v in checks.values())
     return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},
@@ -43,7 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    await m.refresh(request.app[keys.POOL], request.app[keys.WATCHER].waiting)
+    await m.refresh(request.app[appkeys.POOL], request.app[appkeys.WATCHER].waiting)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

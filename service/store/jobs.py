@@ -31,15 +31,6 @@ async def get_job(
     return await db.fetchrow(GET_JOB_SQL, job_id, tenant_id)
 
 
-async def job_version(
-    db: asyncpg.Pool | asyncpg.Connection, job_id: str, tenant_id: int
-) -> tuple[int, str] | None:
-    row = await db.fetchrow(
-        "SELECT version, status FROM jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
-    )
-    return None if row is None else (row["version"], row["status"])
-
-
 async def list_jobs(
     db: asyncpg.Pool,
     tenant_id: int,

@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 
-from consumer.service import Consumer
+from consumer.worker import Consumer
 from service.bus import Names, declare_topology
 from service.http.app import create_app
 from service.settings import Settings

@@ -10,7 +10,7 @@ import re
 import msgspec
 import psutil
 
-from service.http import keys
+from service.http import appkeys
 from service.s3 import s3_client
 from tests.integration.conftest import allow_prefix
 
@@ -84,7 +84,7 @@ async def test_upload_rejects_bad_mode_and_delimiter(client, acme):
 
 
 async def test_upload_over_the_limit_is_413_and_the_submission_failed(client, acme, settings, db):
-    client.app[keys.SETTINGS] = msgspec.structs.replace(settings, max_upload_bytes=1000)
+    client.app[appkeys.SETTINGS] = msgspec.structs.replace(settings, max_upload_bytes=1000)
     resp = await upload(client, acme, body=b"x" * 5000)
     assert resp.status == 413
     body = await resp.json()

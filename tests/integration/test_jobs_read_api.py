@@ -193,10 +193,10 @@ async def test_list_rejects_bad_filters(client, acme, query, field):
 
 
 async def test_rate_limit_answers_429_with_headers(client, acme):
-    from service.http import keys
+    from service.http import appkeys
     from service.http.ratelimit import RateLimiter
 
-    client.app[keys.LIMITER] = RateLimiter(rate=0.5, burst=2)
+    client.app[appkeys.LIMITER] = RateLimiter(rate=0.5, burst=2)
     statuses = [(await client.get("/jobs", headers=acme)).status for _ in range(3)]
     assert statuses == [200, 200, 429]
     resp = await client.get("/jobs", headers=acme)

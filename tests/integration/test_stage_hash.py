@@ -11,8 +11,8 @@ import structlog
 import structlog.testing
 
 from consumer.rules import RowFault
-from consumer.service import Consumer
 from consumer.validate import HeaderInfo, RowValidator, hash_text
+from consumer.worker import Consumer
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate
 

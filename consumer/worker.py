@@ -15,14 +15,13 @@ import signal
 import time
 from typing import Any
 
-import aio_pika
 import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from consumer import etl, metrics, runs, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
-from service.bus import Names, declare_topology, open_connection
+from service.bus import Names, copy_message, declare_topology, open_connection
 from service.contracts import RunRequest
 from service.db import create_pool, ensure_database
 from service.listener import JobWatcher
@@ -371,16 +370,7 @@ class Consumer:
         try:
             if dlx is None:
                 raise ConnectionError("no AMQP session")
-            await dlx.publish(
-                aio_pika.Message(
-                    body=message.body,
-                    headers=headers,
-                    content_type=message.content_type,
-                    message_id=message.message_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key="",
-            )
+            await dlx.publish(copy_message(message, headers), routing_key="")
         except Exception as publish_error:
             # Not acked: the broker redelivers it once the session is back.
             log.warning(
