@@ -41,6 +41,7 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	  || echo "bench: wrk not installed; the gateway bench uses its Python load generator"
 	$(PY) bench/gateway.py
 	$(PY) bench/recovery.py
+	$(PY) bench/scheduler.py
 
 clean-data:           ## forget the demo: make run's saved S3 objects and its database
 	rm -rf .data

@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueu
 
 from consumer import etl, metrics, runs, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
+from consumer.scheduler import Scheduler
 from service.bus import Names, copy_message, declare_topology, open_connection
 from service.contracts import RunRequest
 from service.db import create_pool, ensure_database
@@ -86,6 +87,7 @@ class Consumer:
         self._waiting: set[asyncio.Task[None]] = set()  # ... of which waiting for a slot
         self.deps: etl.Deps | None = None
         self.metrics = metrics.ConsumerMetrics()
+        self.scheduler = Scheduler(settings.database_url, settings.scheduler_tick_seconds)
 
     async def start(self) -> None:
         s = self.settings
@@ -113,6 +115,7 @@ class Consumer:
             asyncio.create_task(relay.run(), name="outbox_relay"),
             asyncio.create_task(watcher.run(), name="listener"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
         ]
         for task in self._background:
             task.add_done_callback(self._background_died)

@@ -125,6 +125,28 @@ class RunRequest(Struct, kw_only=True):
     attempt: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
 
 
+class ScheduleBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``PUT /feeds/{id}/schedule``: a cron expression (in ``timezone``) or a fixed interval,
+    and the options of the runs it requests (unset ones fall back to the feed's)."""
+
+    cron: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    every_seconds: Annotated[int, Meta(ge=1, le=366 * 86400)] | None = None
+    mode: Mode | None = None
+    max_rejected_rows: NonNegative | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+class ScheduleView(Struct):
+    cron: str | None
+    timezone: str
+    every_seconds: int | None
+    options: RunOptions
+    next_run_at: Timestamp
+    last_run_at: Timestamp | None
+
+
 class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     s3_uri: str
     name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
@@ -163,6 +185,8 @@ class FeedView(FeedSummary):
     """A feed as ``GET /feeds/{id}`` shows it."""
 
     product_count: int
+    schedule: ScheduleView | None = None
+    next_run_at: Timestamp | None = None
 
 
 class FeedList(Struct, omit_defaults=True):

@@ -76,6 +76,13 @@ class FeedNotFound(ServiceError):
         super().__init__(f"Feed {feed_id} not found", details={"feed_id": feed_id})
 
 
+class ScheduleNotFound(ServiceError):
+    """Schedule not found"""
+
+    status = 404
+    error_code = "SCHEDULE_NOT_FOUND"
+
+
 class RouteNotFound(ServiceError):
     """Not found"""
 

@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_seconds: float = 10.0
     requeue_after_seconds: int = 60
     outbox_poll_seconds: float = 5.0
+    scheduler_tick_seconds: float = 1.0  # how often the active scheduler looks for due runs
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400
     bad_key_rate_per_second: float = 5.0  # failed API-key attempts per client address

@@ -29,6 +29,8 @@ BODIES: list[Any] = [
     c.FeedCreated,
     c.FeedView,
     c.FeedList,
+    c.ScheduleBody,
+    c.ScheduleView,
     c.ValidationResult,
     c.SubmissionResult,
     c.JobError,
@@ -313,6 +315,30 @@ def _paths() -> dict[str, Any]:
                     **_errors("400", "404", "408", "413", "415", *PROTECTED),
                 },
             }
+        },
+        "/feeds/{feed_id}/schedule": {
+            "put": {
+                "operationId": "put_schedule",
+                "summary": "Run the feed on a cron expression (in a time zone) or every N seconds",
+                "parameters": [feed_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ScheduleBody")}},
+                },
+                "responses": {
+                    "200": _json(_ref("ScheduleView"), "The schedule, with next_run_at", *rate),
+                    **_errors("400", "404", "413", "415", *PROTECTED),
+                },
+            },
+            "delete": {
+                "operationId": "delete_schedule",
+                "summary": "Stop running the feed on a schedule",
+                "parameters": [feed_id],
+                "responses": {
+                    "204": {"description": "Removed", "headers": _headers(*rate)},
+                    **_errors("404", *PROTECTED),
+                },
+            },
         },
         "/healthz": {
             "get": {

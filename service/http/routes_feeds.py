@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import posixpath
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from service import ids
+from service import ids, schedules
 from service.contracts import (
     FEED_STATUSES,
     JOB_ERROR_CODES,
@@ -19,6 +20,9 @@ from service.contracts import (
     FeedSummary,
     FeedView,
     RegisterFeed,
+    RunOptions,
+    ScheduleBody,
+    ScheduleView,
     SubmissionResult,
     encode,
 )
@@ -26,6 +30,7 @@ from service.errors import (
     FeedNotFound,
     InvalidRequest,
     RequestTimeout,
+    ScheduleNotFound,
     ServiceError,
     UnsupportedMediaType,
 )
@@ -37,6 +42,7 @@ from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
 from service.s3_access import may_read, upload_uri
 from service.store import feeds as feeds_store
 from service.store import s3_prefixes
+from service.store import schedules as schedules_store
 
 log = get_logger(__name__)
 routes = web.RouteTableDef()
@@ -280,14 +286,65 @@ async def list_feeds(request: web.Request) -> web.Response:
     )
 
 
+async def _own_feed(request: web.Request) -> str:
+    feed_id = request.match_info["feed_id"]
+    p = principal(request)
+    if not ids.is_feed_id(feed_id) or not await feeds_store.owned(
+        request.app[appkeys.POOL], feed_id, p.tenant_id
+    ):
+        raise FeedNotFound(feed_id)
+    return feed_id
+
+
+def _schedule_view(row: Any) -> ScheduleView:
+    return ScheduleView(
+        cron=row["cron"],
+        timezone=row["timezone"],
+        every_seconds=row["every_seconds"],
+        options=msgspec.json.decode(row["options"], type=RunOptions),
+        next_run_at=row["next_run_at"],
+        last_run_at=row["last_run_at"],
+    )
+
+
+@routes.put("/feeds/{feed_id}/schedule")
+async def put_schedule(request: web.Request) -> web.Response:
+    """Run the feed on a cron expression (in a time zone) or every N seconds."""
+    feed_id = await _own_feed(request)
+    settings = request.app[appkeys.SETTINGS]
+    body = await read_json(request, ScheduleBody, limit=settings.max_json_body_bytes)
+    assert body is not None
+    schedules.check(body)
+    first = schedules.next_run(body.cron, body.every_seconds, body.timezone, datetime.now(UTC))
+    pool = request.app[appkeys.POOL]
+    async with pool.acquire() as conn:
+        await schedules_store.put(conn, feed_id, body, first)
+        row = await schedules_store.get(conn, feed_id)
+    log.info("schedule_set", feed_id=feed_id, cron=body.cron, every_seconds=body.every_seconds)
+    return json_response(_schedule_view(row))
+
+
+@routes.delete("/feeds/{feed_id}/schedule")
+async def delete_schedule(request: web.Request) -> web.Response:
+    feed_id = await _own_feed(request)
+    if not await schedules_store.delete(request.app[appkeys.POOL], feed_id):
+        raise ScheduleNotFound(f"Feed {feed_id} has no schedule", details={"feed_id": feed_id})
+    log.info("schedule_removed", feed_id=feed_id)
+    return web.Response(status=204)
+
+
 @routes.get("/feeds/{feed_id}")
 async def get_feed(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     if not ids.is_feed_id(feed_id):
         raise FeedNotFound(feed_id)
-    row = await feeds_store.get_feed(
-        request.app[appkeys.POOL], feed_id, principal(request).tenant_id
-    )
+    pool = request.app[appkeys.POOL]
+    row = await feeds_store.get_feed(pool, feed_id, principal(request).tenant_id)
     if row is None:
         raise FeedNotFound(feed_id)
-    return json_response(FeedView(**dict(row)))
+    schedule = await schedules_store.get(pool, feed_id)
+    view = FeedView(**dict(row))
+    if schedule is not None:
+        view.schedule = _schedule_view(schedule)
+        view.next_run_at = schedule["next_run_at"]
+    return json_response(view)

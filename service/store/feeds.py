@@ -162,6 +162,13 @@ async def get_feed(
     return await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id)
 
 
+async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM feeds WHERE id = $1 AND tenant_id = $2", feed_id, tenant_id
+    )
+    return found is not None
+
+
 async def get_feed_row(
     conn: asyncpg.Connection | asyncpg.Pool, feed_id: str
 ) -> asyncpg.Record | None:

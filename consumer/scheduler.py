@@ -1,0 +1,93 @@
+"""The scheduler: requests the runs of feeds whose schedule is due.
+
+One scheduler is active at a time across every consumer process: leadership is a
+session-level advisory lock on a connection of its own. If the leader's process dies, its
+connection closes, PostgreSQL releases the lock, and a standby takes over at its next tick.
+Due runs are requested through the same outbox as ``POST /run`` (``requested_by:
+schedule``), in the transaction that advances the schedule: a crash can neither lose nor
+double one. A due run of a job that is still queued or running is skipped (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+
+from service.contracts import RunOptions
+from service.logs import get_logger
+from service.retry import raise_if_cancelling, retry_forever
+from service.schedules import next_run
+from service.store import jobs as jobs_store
+from service.store import schedules as schedules_store
+
+log = get_logger(__name__)
+SCHEDULER_LOCK = 0x7363_6865_6475  # "schedu"
+BATCH = 500
+
+
+class Scheduler:
+    def __init__(self, url: str, tick_seconds: float) -> None:
+        self.url = url
+        self.tick_seconds = tick_seconds
+        self.leading = asyncio.Event()
+
+    async def run(self) -> None:
+        await retry_forever("scheduler", self._session)
+
+    async def _session(self) -> None:
+        conn = await asyncpg.connect(self.url, timeout=10)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
+                await asyncio.sleep(self.tick_seconds)  # standing by
+            self.leading.set()
+            log.info("scheduler_leading")
+            while True:
+                raise_if_cancelling()
+                while await tick(conn) == BATCH:
+                    pass  # a backlog: keep going without waiting
+                await asyncio.sleep(self.tick_seconds)
+        finally:
+            self.leading.clear()
+            conn.terminate()  # closing the session releases the lock at once
+
+
+async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
+    """Request every run due at ``now`` (default: the clock); how many schedules were due."""
+    now = now or datetime.now(UTC)
+    async with conn.transaction():
+        rows = await schedules_store.due(conn, now, BATCH)
+        moves, runs = [], []
+        for row in rows:
+            run = _run_of(row, now)
+            if run is not None:
+                runs.append(run)
+            following = next_run(row["cron"], row["every_seconds"], row["timezone"], now)
+            moves.append((row["feed_id"], following, now if run is not None else None))
+        if runs:
+            await jobs_store.queue_runs(conn, runs)
+        if moves:
+            await schedules_store.advance(conn, moves)
+        if runs:
+            log.info("schedules_fired", runs=len(runs), jobs=[r.job_id for r in runs][:20])
+    return len(rows)
+
+
+def _run_of(row: asyncpg.Record, now: datetime) -> jobs_store.RunToQueue | None:
+    """The run a due schedule requests of its (locked) job; None if it is skipped."""
+    if row["feed_status"] != "ready" or row["status"] in ("queued", "running"):
+        reason = "job_active" if row["status"] in ("queued", "running") else "feed_not_ready"
+        log.info("schedule_skipped", feed_id=row["feed_id"], job_id=row["id"], reason=reason)
+        return None
+    options = jobs_store.effective_options(
+        msgspec.json.decode(row["options"], type=RunOptions), row
+    )
+    return jobs_store.RunToQueue(
+        job_id=row["id"],
+        attempt=row["attempt"],
+        options=options,
+        requested_by="schedule",
+        request_id=f"schedule-{row['feed_id']}-{int(now.timestamp())}",
+    )
