@@ -11,6 +11,8 @@ double one. A due run of a job that is still queued or running is skipped (logge
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -29,10 +31,14 @@ BATCH = 500
 
 
 class Scheduler:
-    def __init__(self, url: str, tick_seconds: float) -> None:
+    def __init__(self, url: str, tick_seconds: float, maintenance_every: float = 300.0) -> None:
         self.url = url
         self.tick_seconds = tick_seconds
         self.leading = asyncio.Event()
+        # Housekeeping the active scheduler also runs (retention), every so often.
+        self.maintenance: Callable[[], Awaitable[object]] | None = None
+        self.maintenance_every = maintenance_every
+        self._maintained = 0.0
 
     async def run(self) -> None:
         await retry_forever("scheduler", self._session)
@@ -48,10 +54,20 @@ class Scheduler:
                 raise_if_cancelling()
                 while await tick(conn) == BATCH:
                     pass  # a backlog: keep going without waiting
+                await self._maintain()
                 await asyncio.sleep(self.tick_seconds)
         finally:
             self.leading.clear()
             conn.terminate()  # closing the session releases the lock at once
+
+    async def _maintain(self) -> None:
+        if self.maintenance is None or time.monotonic() - self._maintained < self.maintenance_every:
+            return
+        self._maintained = time.monotonic()
+        try:
+            await self.maintenance()
+        except Exception as exc:  # housekeeping never costs the schedules their leader
+            log.warning("maintenance_failed", error=repr(exc)[:500])
 
 
 async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:

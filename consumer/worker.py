@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import signal
 import time
@@ -19,7 +20,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from consumer import etl, metrics, runs, sweeper
+from consumer import etl, metrics, retention, runs, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
 from consumer.scheduler import Scheduler
 from service.bus import Names, copy_message, declare_topology, open_connection
@@ -87,7 +88,11 @@ class Consumer:
         self._waiting: set[asyncio.Task[None]] = set()  # ... of which waiting for a slot
         self.deps: etl.Deps | None = None
         self.metrics = metrics.ConsumerMetrics()
-        self.scheduler = Scheduler(settings.database_url, settings.scheduler_tick_seconds)
+        self.scheduler = Scheduler(
+            settings.database_url,
+            settings.scheduler_tick_seconds,
+            maintenance_every=settings.retention_interval_seconds,
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -100,6 +105,7 @@ class Consumer:
             await migrate(conn)
         s3 = await self._stack.enter_async_context(s3_client(s))
         self.deps = etl.Deps(settings=s, pool=pool, s3=s3, metrics=self.metrics)
+        self.scheduler.maintenance = functools.partial(retention.run_pass, pool, s3, s)
         if s.consumer_metrics_port:
             runner = await metrics.serve(
                 self.metrics, s.http_host, s.consumer_metrics_port, self.consuming.is_set

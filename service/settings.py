@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     requeue_after_seconds: int = 60
     outbox_poll_seconds: float = 5.0
     scheduler_tick_seconds: float = 1.0  # how often the active scheduler looks for due runs
+    retention_days: int = 30  # rejections and run history of older runs are deleted
+    keep_file_versions: int = 3  # uploaded file versions kept per feed (older ones deleted)
+    retention_interval_seconds: float = 300.0  # how often the active scheduler prunes
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400
     bad_key_rate_per_second: float = 5.0  # failed API-key attempts per client address

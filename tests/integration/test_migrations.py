@@ -21,6 +21,7 @@ TABLES = {
     "job_runs",
     "job_errors",
     "tenant_s3_prefixes",
+    "feed_schedules",
     "outbox",
     "idempotency_keys",
     "products",

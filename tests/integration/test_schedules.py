@@ -131,4 +131,3 @@ async def _any_leading(*schedulers: Scheduler) -> bool:
 
 async def _flag(event: asyncio.Event) -> bool:
     return event.is_set()
-
