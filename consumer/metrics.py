@@ -51,6 +51,12 @@ class ConsumerMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.s3_events = Counter(
+            "feedjobs_s3_events",
+            "Object versions from S3 events, by outcome (loaded, pending, stale, unwatched)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.active = Gauge("feedjobs_runs_active", "Runs in hand", registry=self.registry)
         self.amqp_up = Gauge(
             "feedjobs_amqp_connected", "1 while consuming from the broker", registry=self.registry

@@ -24,6 +24,7 @@ from service.retry import raise_if_cancelling, retry_forever
 from service.schedules import next_run
 from service.store import jobs as jobs_store
 from service.store import schedules as schedules_store
+from service.store import watch as watch_store
 
 log = get_logger(__name__)
 SCHEDULER_LOCK = 0x7363_6865_6475  # "schedu"
@@ -82,6 +83,18 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
                 runs.append(run)
             following = next_run(row["cron"], row["every_seconds"], row["timezone"], now)
             moves.append((row["feed_id"], following, now if run is not None else None))
+        pending = await watch_store.pending_runs(conn, BATCH)
+        for row in pending:
+            await watch_store.mark_run_pending(conn, row["feed_id"], False)
+            runs.append(
+                jobs_store.RunToQueue(
+                    job_id=row["id"],
+                    attempt=row["attempt"],
+                    options=jobs_store.effective_options(RunOptions(), row),
+                    requested_by="s3_event",
+                    request_id=None,
+                )
+            )
         if runs:
             await jobs_store.queue_runs(conn, runs)
         if moves:

@@ -20,9 +20,10 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from consumer import etl, metrics, retention, runs, sweeper
+from consumer import etl, metrics, retention, runs, s3watch, sweeper
 from consumer.runs import ClaimedRun, ClaimOutcome
 from consumer.scheduler import Scheduler
+from service import s3_events
 from service.bus import Names, copy_message, declare_topology, open_connection
 from service.contracts import RunRequest
 from service.db import create_pool, ensure_database
@@ -149,6 +150,7 @@ class Consumer:
             self._dlx = await publish_channel.get_exchange(self.names.dlx)
             self._queue = topo["run_queue"]
             await self._queue.consume(self._on_message)
+            await topo["s3_queue"].consume(self._on_s3_event)
             self.consuming.set()
             self.metrics.amqp_up.set(1)
             log.info("consumer_connected", queue=self.names.run_queue)
@@ -168,6 +170,36 @@ class Consumer:
         self._intake.add(task)
         task.add_done_callback(self._intake.discard)
         await asyncio.shield(task)
+
+    async def _on_s3_event(self, message: AbstractIncomingMessage) -> None:
+        """An S3 object event: load the new version into the feeds that watch it. Events
+        for keys nobody watches are acked (and counted); malformed ones dead-lettered."""
+        assert self.deps is not None
+        try:
+            event = msgspec.json.decode(message.body, type=s3_events.S3Event)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            await self._dead_letter(message, DeadLetter("INVALID_EVENT", f"Not an S3 event: {exc}"))
+            return
+        except RecursionError:
+            await self._dead_letter(message, DeadLetter("INVALID_EVENT", "Nested too deeply"))
+            return
+        backoff = Backoff()
+        while True:
+            try:
+                counts = await s3watch.take(self.deps.pool, event)
+                break
+            except Exception as exc:
+                if not is_transient(exc) or self.stopping.is_set():
+                    log.exception("s3_event_failed", message_id=message.message_id)
+                    await self._dead_letter(
+                        message, DeadLetter("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+                    )
+                    return
+                await asyncio.sleep(backoff.next())
+        for outcome, n in counts.items():
+            if n:
+                self.metrics.s3_events.labels(outcome).inc(n)
+        await _settle_quietly(message.ack(), message, "ack")
 
     async def _take(self, message: AbstractIncomingMessage) -> None:
         """Wait for a free slot, settle the message, start the run it claims (if any)."""

@@ -21,6 +21,8 @@ class Names:
         self.dlx = f"{prefix}jobs.dlx"
         self.dead_queue = f"{prefix}jobs.run.dead"
         self.events = f"{prefix}jobs.events"
+        self.s3_events = f"{prefix}s3.events"  # where S3/MinIO publish object events
+        self.s3_queue = f"{prefix}jobs.s3events"
 
 
 async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, Any]:
@@ -41,7 +43,28 @@ async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, 
         names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await dead.bind(dlx, routing_key="")
-    return {"jobs": jobs, "dlx": dlx, "events": events, "run_queue": run_queue, "dead": dead}
+    s3_events = await channel.declare_exchange(
+        names.s3_events, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    s3_queue = await channel.declare_queue(
+        names.s3_queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": names.dlx,
+        },
+    )
+    await s3_queue.bind(s3_events, routing_key="#")
+    return {
+        "jobs": jobs,
+        "dlx": dlx,
+        "events": events,
+        "run_queue": run_queue,
+        "dead": dead,
+        "s3_events": s3_events,
+        "s3_queue": s3_queue,
+    }
 
 
 async def open_connection(url: str) -> tuple[AbstractConnection, asyncio.Event]:

@@ -153,6 +153,9 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     mode: Mode = "upsert"
     delimiter: Delimiter = ","
     max_rejected_rows: NonNegative | None = None
+    # Load every new object version that arrives there (S3 event notifications): s3_uri is
+    # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
+    watch: bool = False
 
 
 class FeedCreated(Struct):

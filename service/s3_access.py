@@ -41,6 +41,18 @@ def may_read(uri: S3Uri, tenant_id: int, upload_bucket: str, allowed: list[str])
     return any(text.startswith(prefix) for prefix in allowed)
 
 
+def may_watch(fixed: str, tenant_id: int, upload_bucket: str, allowed: list[str]) -> bool:
+    """Whether every object under ``fixed`` (``s3://bucket/path/``) is one the tenant may
+    read: the watch stays inside its own uploads or one allowed prefix."""
+    bucket, _, path = fixed[5:].partition("/")
+    probe = S3Uri(bucket, f"{path}x" if path.endswith("/") or not path else path)
+    if not bucket or not plain_key(probe.key):
+        return False
+    if bucket == upload_bucket and probe.key.startswith((UPLOAD_ROOT, LEGACY_UPLOAD_ROOT)):
+        return fixed.startswith(upload_prefix(upload_bucket, tenant_id))
+    return any(fixed.startswith(prefix) for prefix in allowed)
+
+
 def normalise_prefix(value: str) -> str:
     """An allow-list entry: ``s3://bucket/`` or ``s3://bucket/some/path/``."""
     if not value.startswith("s3://"):

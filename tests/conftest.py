@@ -97,9 +97,9 @@ async def amqp_prefix() -> AsyncIterator[str]:
     conn = await aio_pika.connect(BASE.amqp_url)
     try:
         channel = await conn.channel()
-        for queue in (names.run_queue, names.dead_queue):
+        for queue in (names.run_queue, names.dead_queue, names.s3_queue):
             await channel.queue_delete(queue)
-        for exchange in (names.jobs, names.dlx, names.events):
+        for exchange in (names.jobs, names.dlx, names.events, names.s3_events):
             await channel.exchange_delete(exchange)
     finally:
         await conn.close()

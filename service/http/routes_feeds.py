@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from service import ids, schedules
+from service import ids, s3_events, schedules
 from service.contracts import (
     FEED_STATUSES,
     JOB_ERROR_CODES,
@@ -39,7 +39,7 @@ from service.http.bodies import json_response, list_query, page, query_int, read
 from service.http.middleware import principal
 from service.logs import get_logger
 from service.s3 import S3Uri, head, parse_s3_uri, upload_stream
-from service.s3_access import may_read, upload_uri
+from service.s3_access import may_read, may_watch, upload_uri
 from service.store import feeds as feeds_store
 from service.store import s3_prefixes
 from service.store import schedules as schedules_store
@@ -193,9 +193,11 @@ async def _register(request: web.Request) -> web.Response:
     settings = request.app[appkeys.SETTINGS]
     body = await read_json(request, RegisterFeed, limit=settings.max_json_body_bytes)
     assert body is not None
-    uri = parse_s3_uri(body.s3_uri)
     p = principal(request)
     pool = request.app[appkeys.POOL]
+    if body.watch and s3_events.is_pattern(body.s3_uri):
+        return await _register_watch(request, body)
+    uri = parse_s3_uri(body.s3_uri)
     allowed = may_read(
         uri, p.tenant_id, settings.s3_bucket, await s3_prefixes.allowed(pool, p.tenant_id)
     )
@@ -220,7 +222,41 @@ async def _register(request: web.Request) -> web.Response:
             submission_status="completed",
             submission_result=encode(result).decode(),
         )
-    log.info("feed_created", feed_id=feed_id, source="register")
+        if body.watch:
+            await feeds_store.set_watch(conn, feed_id, str(uri))
+    log.info("feed_created", feed_id=feed_id, source="register", watch=body.watch)
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Response:
+    """A feed that follows a prefix: no file yet; the first object event brings one."""
+    settings = request.app[appkeys.SETTINGS]
+    p = principal(request)
+    pool = request.app[appkeys.POOL]
+    watch = body.s3_uri
+    parse_s3_uri(s3_events.fixed_part(watch) + "x")  # the usual 400 for a malformed s3 URI
+    allowed = await s3_prefixes.allowed(pool, p.tenant_id)
+    if not may_watch(s3_events.fixed_part(watch), p.tenant_id, settings.s3_bucket, allowed):
+        raise InvalidRequest(
+            f"Prefix {s3_events.fixed_part(watch)} does not exist or is not readable",
+            details={"field": "s3_uri", "s3_uri": watch},
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=body.name or watch,
+            s3_uri=None,
+            source="register",
+            mode=body.mode,
+            delimiter=body.delimiter,
+            max_rejected_rows=body.max_rejected_rows,
+            submission_status="created",
+        )
+        await feeds_store.set_watch(conn, feed_id, watch)
+    log.info("feed_created", feed_id=feed_id, source="register", watch=True)
     return json_response(
         FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
     )

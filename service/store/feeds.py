@@ -185,6 +185,10 @@ async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: s
     )
 
 
+async def set_watch(conn: asyncpg.Connection, feed_id: str, watch: str) -> None:
+    await conn.execute("UPDATE feeds SET watch = $2 WHERE id = $1", feed_id, watch)
+
+
 async def upload_failed(conn: asyncpg.Connection, feed_id: str) -> None:
     """An upload broke off: a feed that never had a file becomes ``upload_failed``; one that
     had keeps its previous version."""

@@ -22,6 +22,7 @@ TABLES = {
     "job_errors",
     "tenant_s3_prefixes",
     "feed_schedules",
+    "feed_object_versions",
     "outbox",
     "idempotency_keys",
     "products",
