@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -14,6 +16,7 @@ import asyncpg
 import msgspec
 
 from service.bus import Names, copy_message, declare_topology
+from service.s3 import head, parse_s3_uri, s3_client
 from service.settings import Settings
 from service.store import admin as admin_store
 
@@ -113,6 +116,41 @@ async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         await conn.close()
 
 
+async def notify_s3_object(settings: Settings, args: argparse.Namespace) -> int:
+    """Publish the object event S3 would send for an object that exists (the embedded S3
+    server of make run sends none), so that feeds watching it load it."""
+    uri = parse_s3_uri(args.s3_uri)
+    async with s3_client(settings) as s3:
+        info = await head(s3, uri)
+    if info is None:
+        print(f"no object {uri}", file=sys.stderr)
+        return 1
+    record = {
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": uri.bucket},
+            "object": {
+                "key": urllib.parse.quote(uri.key, safe=""),
+                "size": info.size,
+                "eTag": info.etag,
+                "sequencer": f"{time.time_ns():020X}",
+            },
+        },
+    }
+    conn = await aio_pika.connect(settings.amqp_url, timeout=10)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        topo = await declare_topology(channel, Names(settings.amqp_prefix))
+        body = msgspec.json.encode({"EventName": "s3:ObjectCreated:Put", "Records": [record]})
+        await topo["s3_events"].publish(
+            aio_pika.Message(body=body, content_type="application/json"), routing_key="s3"
+        )
+    finally:
+        await conn.close()
+    _print({"published": str(uri), "etag": info.etag})
+    return 0
+
+
 def add_commands(sub: Any) -> dict[str, Command]:
     """Register the operator sub-commands on an argparse sub-parser group."""
     p = sub.add_parser("jobs", help="list jobs of every tenant, newest first (JSON lines)")
@@ -133,7 +171,12 @@ def add_commands(sub: Any) -> dict[str, Command]:
         p.add_argument("--limit", type=int, default=50)
         p.add_argument("--code", help="only messages with this x-error-code")
         p.set_defaults(replay=verb == "replay-dead-letters")
+    p = sub.add_parser(
+        "notify-s3-object", help="publish the S3 object event for an object (for watching feeds)"
+    )
+    p.add_argument("s3_uri")
     return {
+        "notify-s3-object": notify_s3_object,
         "jobs": jobs,
         "job": job,
         "keys": keys,

@@ -6,7 +6,12 @@ import asyncio
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 DELIVERY_LIMIT = 5
 
@@ -25,19 +30,25 @@ class Names:
         self.s3_queue = f"{prefix}jobs.s3events"
 
 
-async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, Any]:
-    jobs = await channel.declare_exchange(names.jobs, aio_pika.ExchangeType.DIRECT, durable=True)
-    dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
-    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
-    run_queue = await channel.declare_queue(
-        names.run_queue,
+async def _work_queue(channel: AbstractChannel, name: str, dlx: str) -> AbstractQueue:
+    """A quorum queue consumers work from: redelivered at most DELIVERY_LIMIT times, then
+    dead-lettered (a last resort: the consumer settles every message itself)."""
+    return await channel.declare_queue(
+        name,
         durable=True,
         arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": names.dlx,
+            "x-dead-letter-exchange": dlx,
         },
     )
+
+
+async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, Any]:
+    jobs = await channel.declare_exchange(names.jobs, aio_pika.ExchangeType.DIRECT, durable=True)
+    dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    run_queue = await _work_queue(channel, names.run_queue, names.dlx)
     await run_queue.bind(jobs, routing_key="run")
     dead = await channel.declare_queue(
         names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
@@ -46,15 +57,7 @@ async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, 
     s3_events = await channel.declare_exchange(
         names.s3_events, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    s3_queue = await channel.declare_queue(
-        names.s3_queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": names.dlx,
-        },
-    )
+    s3_queue = await _work_queue(channel, names.s3_queue, names.dlx)
     await s3_queue.bind(s3_events, routing_key="#")
     return {
         "jobs": jobs,

@@ -181,3 +181,31 @@ async def test_a_version_that_arrives_mid_run_runs_after_it(client, acme, channe
 
         history = await wait_for(rerun, timeout=20)
     assert history[0]["requested_by"] == "s3_event" and history[0]["result"]["inserted"] == 2
+
+
+async def test_notify_s3_object_stands_in_for_a_server_that_sends_no_events(
+    client, acme, settings, db, capsys
+):
+    import argparse
+
+    from service import admin
+
+    bucket = settings.s3_bucket
+    await allow_prefix(db, "acme", f"s3://{bucket}/drop/")
+    resp = await client.post(
+        "/feeds", json={"s3_uri": f"s3://{bucket}/drop/", "watch": True}, headers=acme
+    )
+    jv = (await resp.json())["validation_job_id"]
+    await _put(settings, "drop/today.csv", V2)
+    async with running_consumer(settings):
+        args = argparse.Namespace(s3_uri=f"s3://{bucket}/drop/today.csv")
+        assert await admin.notify_s3_object(settings, args) == 0
+
+        async def loaded():
+            history = await _runs(client, acme, jv)
+            return history if history and history[0]["status"] == "completed" else None
+
+        history = await wait_for(loaded, timeout=20)
+    assert history[0]["result"]["inserted"] == 2
+    missing = argparse.Namespace(s3_uri=f"s3://{bucket}/drop/none.csv")
+    assert await admin.notify_s3_object(settings, missing) == 1
