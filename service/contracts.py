@@ -182,6 +182,7 @@ class FeedSummary(Struct):
     submission_job_id: str
     last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
+    watch: str | None  # the S3 key or prefix whose new versions the feed loads
 
 
 class FeedView(FeedSummary):

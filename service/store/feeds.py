@@ -12,7 +12,7 @@ FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
        rfc3339(f.created_at) AS created_at,
        f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
-       rfc3339(f.last_loaded_at) AS last_loaded_at,
+       rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
        (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
            AS product_count
 FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
@@ -23,7 +23,7 @@ FEED_LIST_COLUMNS = """
     f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
     rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
     f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
-    rfc3339(f.last_loaded_at) AS last_loaded_at
+    rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
 """
 FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
 

@@ -106,7 +106,7 @@ async def test_new_versions_run_once_each_and_newest_wins(client, acme, channel,
     ids = await resp.json()
     jv = ids["validation_job_id"]
     feed = await (await client.get(f"/feeds/{ids['feed_id']}", headers=acme)).json()
-    assert feed["status"] == "receiving"
+    assert feed["status"] == "receiving" and feed["watch"] == f"s3://{bucket}/drop/*.csv"
     quick = msgspec.structs.replace(settings, scheduler_tick_seconds=0.2)
     async with running_consumer(quick) as consumer:
         etag = await _put(settings, "drop/day 1.csv", V1)
