@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import aiohttp
 import asyncpg
 import botocore.exceptions
 import msgspec
@@ -45,6 +46,7 @@ INTERRUPTIONS: tuple[type[BaseException], ...] = (
     *TRANSIENT,
     botocore.exceptions.HTTPClientError,
     botocore.exceptions.ConnectionError,
+    aiohttp.ClientError,  # aiobotocore's transport: a body cut off mid-read
 )
 
 

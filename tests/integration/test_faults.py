@@ -319,3 +319,28 @@ async def test_gateway_stops_at_once_answering_its_long_polls(settings, client):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_s3_drop_mid_load_reruns_the_load(settings, client, db, tmp_path, s3_endpoint):
+    """S3 cut off mid-read: the run is interrupted, rolled back, and re-queued; once S3 is
+    back the load completes (no lease wait, nothing half-written)."""
+    proxy = FaultProxy.for_url(s3_endpoint)
+    await proxy.start()
+    try:
+        via = msgspec.structs.replace(
+            settings, s3_endpoint_url=proxy.url(s3_endpoint), lease_seconds=120
+        )
+        big, _ = generate(tmp_path, 150_000, "--seed", "14")
+        ids = await upload_feed(client, ACME, big)
+        jv = ids["validation_job_id"]
+        async with running_consumer(via):
+            await _cut_mid_load(client, jv, proxy, 1.0)
+            done = await wait_terminal(client, ACME, jv, timeout=90)
+        assert done["status"] == "completed" and done["attempt"] >= 2, done
+        assert done["result"]["inserted"] == 150_000
+        history = await runs_of(client, jv)
+        assert history[-1]["error"]["code"] == "INTERRUPTED"
+        assert {r["requested_by"] for r in history[:-1]} == {"interrupted"}
+        assert await db.fetchval("SELECT count(*) FROM products") == 150_000
+    finally:
+        await proxy.close()
