@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from service import s3_events
-from service.contracts import RunOptions, SubmissionResult, encode
+from service.contracts import ACTIVE_STATUSES, RunOptions, SubmissionResult, encode
 from service.logs import get_logger
 from service.store import feeds as feeds_store
 from service.store import jobs as jobs_store
@@ -61,12 +61,10 @@ async def _new_version(conn: asyncpg.Connection, feed_id: str, obj: s3_events.Cr
     )
     job = await jobs_store.lock_job(conn, feed["validation_job_id"])
     assert job is not None
-    if job["status"] in ("queued", "running"):
+    if job["status"] in ACTIVE_STATUSES:
         await watch_store.mark_run_pending(conn, feed_id, True)
         log.info("s3_event_run_pending", feed_id=feed_id, job_id=job["id"], key=obj.key)
         return "pending"
-    feed = await feeds_store.get_feed_row(conn, feed_id)
-    assert feed is not None
     await jobs_store.queue_run(
         conn,
         job,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from service.contracts import RunOptions
+from service.contracts import ACTIVE_STATUSES, RunOptions
 from service.logs import get_logger
 from service.retry import raise_if_cancelling, retry_forever
 from service.schedules import next_run
@@ -84,8 +84,8 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
             following = next_run(row["cron"], row["every_seconds"], row["timezone"], now)
             moves.append((row["feed_id"], following, now if run is not None else None))
         pending = await watch_store.pending_runs(conn, BATCH)
+        await watch_store.clear_run_pending(conn, [row["feed_id"] for row in pending])
         for row in pending:
-            await watch_store.mark_run_pending(conn, row["feed_id"], False)
             runs.append(
                 jobs_store.RunToQueue(
                     job_id=row["id"],
@@ -106,8 +106,8 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
 
 def _run_of(row: asyncpg.Record, now: datetime) -> jobs_store.RunToQueue | None:
     """The run a due schedule requests of its (locked) job; None if it is skipped."""
-    if row["feed_status"] != "ready" or row["status"] in ("queued", "running"):
-        reason = "job_active" if row["status"] in ("queued", "running") else "feed_not_ready"
+    if row["feed_status"] != "ready" or row["status"] in ACTIVE_STATUSES:
+        reason = "job_active" if row["status"] in ACTIVE_STATUSES else "feed_not_ready"
         log.info("schedule_skipped", feed_id=row["feed_id"], job_id=row["id"], reason=reason)
         return None
     options = jobs_store.effective_options(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import re
 import signal
 import time
 from typing import Any
@@ -27,11 +26,12 @@ from service import s3_events
 from service.bus import Names, copy_message, declare_topology, open_connection
 from service.contracts import RunRequest
 from service.db import create_pool, ensure_database
+from service.ids import is_correlation_id
 from service.listener import JobWatcher
 from service.logs import get_logger
 from service.migrate import migrate
 from service.outbox import OutboxRelay
-from service.retry import Backoff, is_transient, raise_if_cancelling, retry_forever
+from service.retry import is_transient, raise_if_cancelling, retry_forever, retry_transient
 from service.s3 import s3_client
 from service.settings import Settings
 
@@ -183,19 +183,19 @@ class Consumer:
         except RecursionError:
             await self._dead_letter(message, DeadLetter("INVALID_EVENT", "Nested too deeply"))
             return
-        backoff = Backoff()
-        while True:
-            try:
-                counts = await s3watch.take(self.deps.pool, event)
-                break
-            except Exception as exc:
-                if not is_transient(exc) or self.stopping.is_set():
-                    log.exception("s3_event_failed", message_id=message.message_id)
-                    await self._dead_letter(
-                        message, DeadLetter("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
-                    )
-                    return
-                await asyncio.sleep(backoff.next())
+        pool = self.deps.pool
+        try:
+            counts = await retry_transient(
+                "s3_event_waiting_for_database",
+                lambda: s3watch.take(pool, event),
+                give_up=self.stopping.is_set,
+            )
+        except Exception as exc:
+            log.exception("s3_event_failed", message_id=message.message_id)
+            await self._dead_letter(
+                message, DeadLetter("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+            )
+            return
         for outcome, n in counts.items():
             if n:
                 self.metrics.s3_events.labels(outcome).inc(n)
@@ -280,22 +280,22 @@ class Consumer:
     async def _claim(self, req: RunRequest) -> tuple[ClaimOutcome, ClaimedRun | None]:
         """Claim in PostgreSQL, waiting out an outage (the message stays unacked)."""
         assert self.deps is not None
-        backoff = Backoff()
-        while True:
-            raise_if_cancelling()
-            if self.stopping.is_set():
-                raise Stopping()
-            try:
-                async with self.deps.pool.acquire() as conn:
-                    return await runs.claim(conn, req, self.settings.lease_seconds)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                delay = backoff.next()
-                log.warning(
-                    "claim_waiting_for_database", error=repr(exc)[:300], delay_s=round(delay, 2)
-                )
-                await asyncio.sleep(delay)
+        pool, lease = self.deps.pool, self.settings.lease_seconds
+
+        async def claim() -> tuple[ClaimOutcome, ClaimedRun | None]:
+            async with pool.acquire() as conn:
+                return await runs.claim(conn, req, lease)
+
+        if self.stopping.is_set():
+            raise Stopping()
+        try:
+            return await retry_transient(
+                "claim_waiting_for_database", claim, give_up=self.stopping.is_set
+            )
+        except Exception as exc:
+            if self.stopping.is_set() and is_transient(exc):
+                raise Stopping() from exc
+            raise
 
     async def _run(self, run: ClaimedRun) -> None:
         """Run the ETL with a lease heartbeat; give the run back if a dependency cut it off."""
@@ -372,31 +372,24 @@ class Consumer:
     async def _release(self, run: ClaimedRun, reason: runs.ReleaseReason) -> None:
         """Re-queue a run this consumer cannot finish, as soon as PostgreSQL answers."""
         assert self.deps is not None
-        backoff = Backoff()
-        while True:
-            raise_if_cancelling()
-            try:
-                outcome = await runs.release(
-                    self.deps.pool,
-                    run,
-                    reason,
-                    max_interruptions=self.settings.max_interruptions,
-                )
-            except Exception as exc:
-                if not is_transient(exc) or self.stopping.is_set():
-                    log.warning("run_release_failed", job_id=run.job_id, error=repr(exc))
-                    return  # the lease runs out and the sweeper re-queues it
-                await asyncio.sleep(backoff.next())
-                continue
-            log.warning(
-                "run_released",
-                job_id=run.job_id,
-                feed_id=run.feed_id,
-                attempt=run.attempt,
-                reason=reason,
-                outcome=outcome,
+        pool, limit = self.deps.pool, self.settings.max_interruptions
+        try:
+            outcome = await retry_transient(
+                "release_waiting_for_database",
+                lambda: runs.release(pool, run, reason, max_interruptions=limit),
+                give_up=self.stopping.is_set,
             )
-            return
+        except Exception as exc:
+            log.warning("run_release_failed", job_id=run.job_id, error=repr(exc))
+            return  # the lease runs out and the sweeper re-queues it
+        log.warning(
+            "run_released",
+            job_id=run.job_id,
+            feed_id=run.feed_id,
+            attempt=run.attempt,
+            reason=reason,
+            outcome=outcome,
+        )
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: DeadLetter) -> None:
         headers: dict[str, Any] = dict(message.headers or {})
@@ -491,12 +484,9 @@ class Consumer:
         log.info("consumer_stopped")
 
 
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
 def _correlation_id(message: AbstractIncomingMessage) -> str | None:
     for candidate in (message.correlation_id, message.message_id):
-        if candidate and _SANE_ID.match(candidate):
+        if is_correlation_id(candidate):
             return candidate
     return None
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Raw, Struct
 
+from service import ids
+
 Mode = Literal["upsert", "snapshot"]
 Delimiter = Literal[",", ";", "\t", "|"]
 JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
@@ -22,7 +24,7 @@ Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 # megabyte of text) is refused at decoding, before it can reach PostgreSQL or a log line.
 JobIdText = Annotated[str, Meta(pattern=r"^J[SV][0-9]{5,18}$")]
 FeedIdText = Annotated[str, Meta(pattern=r"^FD[0-9]{5,18}$")]
-CorrelationId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
+CorrelationId = Annotated[str, Meta(pattern=ids.CORRELATION_ID)]
 
 # Why a job (``jobs.error``) or one run of it (``job_runs.error``) ended without success.
 JOB_ERROR_CODES: dict[str, str] = {

@@ -34,3 +34,13 @@ def is_job_id(value: str) -> bool:
 def is_feed_id(value: str) -> bool:
     parsed = parse_id(value)
     return parsed is not None and parsed[0] == FEED
+
+
+# Correlation ids (x-request-id, an AMQP request_id or message id): what is safe to log and
+# store as given; anything else is replaced (HTTP) or refused (AMQP).
+CORRELATION_ID = r"^[A-Za-z0-9._:\-]{1,128}$"
+_CORRELATION_RE = re.compile(CORRELATION_ID)
+
+
+def is_correlation_id(value: str | None) -> bool:
+    return bool(value) and _CORRELATION_RE.match(value or "") is not None

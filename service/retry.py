@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import aio_pika
 import aiormq
@@ -20,6 +20,7 @@ import asyncpg
 from service.logs import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # Faults of a dependency (a dropped or refused connection, a broker that went away): expected,
 # logged without a traceback. Anything else is a bug, logged with one; both are retried.
@@ -99,6 +100,28 @@ async def retry_forever(
         )
         raise_if_cancelling()
         await asyncio.sleep(delay)
+
+
+async def retry_transient(
+    event: str,
+    step: Callable[[], Awaitable[T]],
+    *,
+    give_up: Callable[[], bool] = lambda: False,
+) -> T:
+    """``step()``'s result, waiting out dependency faults with backoff (each wait logged as
+    ``event``). A fault that is not transient, or any fault once ``give_up()`` is true, is
+    raised to the caller."""
+    backoff = Backoff()
+    while True:
+        raise_if_cancelling()
+        try:
+            return await step()
+        except Exception as exc:
+            if not is_transient(exc) or give_up():
+                raise
+            delay = backoff.next()
+            log.warning(event, error=repr(exc)[:300], delay_s=round(delay, 2))
+            await asyncio.sleep(delay)
 
 
 def is_transient(exc: BaseException) -> bool:

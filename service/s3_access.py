@@ -33,17 +33,13 @@ def plain_key(key: str) -> bool:
 
 
 def may_read(uri: S3Uri, tenant_id: int, upload_bucket: str, allowed: list[str]) -> bool:
-    text = str(uri)
-    if not plain_key(uri.key):
-        return False
-    if uri.bucket == upload_bucket and uri.key.startswith((UPLOAD_ROOT, LEGACY_UPLOAD_ROOT)):
-        return text.startswith(upload_prefix(upload_bucket, tenant_id))
-    return any(text.startswith(prefix) for prefix in allowed)
+    return may_watch(str(uri), tenant_id, upload_bucket, allowed)
 
 
 def may_watch(fixed: str, tenant_id: int, upload_bucket: str, allowed: list[str]) -> bool:
-    """Whether every object under ``fixed`` (``s3://bucket/path/``) is one the tenant may
-    read: the watch stays inside its own uploads or one allowed prefix."""
+    """Whether every object at or under ``fixed`` (``s3://bucket/key`` or
+    ``s3://bucket/path/``) is one the tenant may read: its own uploads, or one allowed
+    prefix."""
     bucket, _, path = fixed[5:].partition("/")
     probe = S3Uri(bucket, f"{path}x" if path.endswith("/") or not path else path)
     if not bucket or not plain_key(probe.key):

@@ -95,6 +95,13 @@ class FaultProxy:
         if self._server is None:
             await self.start()
 
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         await self.cut()
         for task in list(self._tasks):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -25,13 +24,13 @@ from service.errors import (
 from service.http import appkeys
 from service.http.metrics import METRICS
 from service.http.ratelimit import RateLimiter
+from service.ids import is_correlation_id
 from service.logs import get_logger
 from service.store.keys import Principal
 
 log = get_logger("service.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Generated request ids: a random prefix per process and a counter (unique across replicas
 # without a uuid4, i.e. an os.urandom call, per request).
 _ID_PREFIX = secrets.token_hex(12)
@@ -85,7 +84,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     """Outermost: request id, one access log line, and every error mapped to the error body."""
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SANE_ID.match(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+    request_id = incoming if is_correlation_id(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     # Every line the request causes names the job or feed it is about (ops filter by them).

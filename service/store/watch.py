@@ -62,6 +62,13 @@ async def mark_run_pending(conn: asyncpg.Connection, feed_id: str, pending: bool
     await conn.execute("UPDATE feeds SET run_pending = $2 WHERE id = $1", feed_id, pending)
 
 
+async def clear_run_pending(conn: asyncpg.Connection, feed_ids: list[str]) -> None:
+    if feed_ids:
+        await conn.execute(
+            "UPDATE feeds SET run_pending = false WHERE id = ANY($1::text[])", feed_ids
+        )
+
+
 async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Feeds whose newest version came while their job was busy, now idle: locked."""
     rows: list[asyncpg.Record] = await conn.fetch(

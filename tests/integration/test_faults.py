@@ -38,18 +38,14 @@ FEED = b"sku,name,price,currency\nA-1,Widget,1.50,USD\nA-2,Gadget,2.50,EUR\n"
 
 @pytest.fixture
 async def amqp_proxy(settings) -> AsyncIterator[FaultProxy]:
-    proxy = FaultProxy.for_url(settings.amqp_url)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
+    async with FaultProxy.for_url(settings.amqp_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture
 async def pg_proxy(settings) -> AsyncIterator[FaultProxy]:
-    proxy = FaultProxy.for_url(settings.database_url)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
+    async with FaultProxy.for_url(settings.database_url) as proxy:
+        yield proxy
 
 
 async def job(client, job_id):
@@ -324,9 +320,7 @@ async def test_gateway_stops_at_once_answering_its_long_polls(settings, client):
 async def test_s3_drop_mid_load_reruns_the_load(settings, client, db, tmp_path, s3_endpoint):
     """S3 cut off mid-read: the run is interrupted, rolled back, and re-queued; once S3 is
     back the load completes (no lease wait, nothing half-written)."""
-    proxy = FaultProxy.for_url(s3_endpoint)
-    await proxy.start()
-    try:
+    async with FaultProxy.for_url(s3_endpoint) as proxy:
         via = msgspec.structs.replace(
             settings, s3_endpoint_url=proxy.url(s3_endpoint), lease_seconds=120
         )
@@ -342,5 +336,3 @@ async def test_s3_drop_mid_load_reruns_the_load(settings, client, db, tmp_path, 
         assert history[-1]["error"]["code"] == "INTERRUPTED"
         assert {r["requested_by"] for r in history[:-1]} == {"interrupted"}
         assert await db.fetchval("SELECT count(*) FROM products") == 150_000
-    finally:
-        await proxy.close()
