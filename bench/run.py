@@ -30,7 +30,7 @@ DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from bench.report import report  # noqa: E402
+from bench.report import Row, report  # noqa: E402
 from service import embedded_s3  # noqa: E402
 from service.db import admin_url  # noqa: E402
 from service.settings import load_settings  # noqa: E402
@@ -243,13 +243,117 @@ async def fresh_db(name: str) -> str:
     return admin_url(base.database_url).rsplit("/", 1)[0] + "/" + name
 
 
-async def load_once(stack: Stack, path: Path) -> int:
-    """Cold-load ``path`` and return the consumer's peak RSS."""
+def last_load(stack: Stack) -> dict[str, Any]:
+    """The ``load`` field of the consumer's last run_completed line (path, known rows...)."""
+    for line in reversed(stack.consumer_log.read_text().splitlines()):
+        if '"run_completed"' in line:
+            load: dict[str, Any] = json.loads(line).get("load") or {}
+            return load
+    return {}
+
+
+def case(name: str, seconds: float, ref: float, target: float, ok: bool = True) -> Row:
+    ratio = seconds / ref
+    return (name, seconds, f"{ratio:.2f}x", f"<= {target}x", ok and ratio <= target)
+
+
+def fact(name: str, value: float, target: str, ok: bool) -> Row:
+    return (name, value, "", target, ok)
+
+
+async def new_feed(session: aiohttp.ClientSession, stack: Stack, path: Path) -> tuple[str, str]:
+    ids = await upload(session, stack, path)
+    return ids["feed_id"], ids["validation_job_id"]
+
+
+async def etl_cases(
+    stack: Stack, db_url: str, rows: int, ref: float, files: dict[str, Path]
+) -> tuple[list[Row], list[int]]:
+    out: list[Row] = []
+    rss: list[int] = []
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        # Feed A: a cold load, an identical forced re-run, 1% changed, then an unchanged file.
+        feed_a, jv = await new_feed(session, stack, files["base"])
+        colds = [(await timed_run(session, stack, jv, {}, rss))[0]]
+        path = last_load(stack).get("path")
+        await asyncio.sleep(11)  # statistics are flushed by idle backends within ~10 s
+        upd_before = await n_tup_upd(db_url)
+        forced, r = await timed_run(session, stack, jv, {"force": True}, rss)
+        await asyncio.sleep(11)
+        moved = await n_tup_upd(db_url) - upd_before
+        out.append(
+            case("identical re-run, force", forced, ref, 0.5, moved == 0 and not r["updated"])
+        )
+        out.append(fact("  n_tup_upd moved by", moved, "0", moved == 0))
+        await upload(session, stack, files["changed"], feed_a)
+        one_pct, r = await timed_run(session, stack, jv, {}, rss)
+        expected = summary(files["changed"])["changed"]
+        out.append(case("re-run, 1% changed", one_pct, ref, 0.5))
+        out.append(
+            fact(
+                "  rows updated", r["updated"], f"= {expected:,} changed", r["updated"] == expected
+            )
+        )
+        skip, r = await timed_run(session, stack, jv, {}, rss)
+        out.append(
+            fact(
+                "identical re-run, file skip (s)", skip, "< 1 s", skip < 1.0 and r["file_unchanged"]
+            )
+        )
+        # Feed B: a cold load, then a snapshot with 1% of the skus gone.
+        feed_b, jv = await new_feed(session, stack, files["base"])
+        colds.append((await timed_run(session, stack, jv, {}, rss))[0])
+        await upload(session, stack, files["gone"], feed_b)
+        gone_s, r = await timed_run(session, stack, jv, {"mode": "snapshot"}, rss)
+        dropped = summary(files["gone"])["dropped"]
+        out.append(case("snapshot re-run, 1% of skus gone", gone_s, ref, 0.6))
+        out.append(
+            fact("  rows deleted", r["deleted"], f"= {dropped:,} gone", r["deleted"] == dropped)
+        )
+        # Feed C: a cold load, then half of the rows changed.
+        feed_c, jv = await new_feed(session, stack, files["base"])
+        colds.append((await timed_run(session, stack, jv, {}, rss))[0])
+        await upload(session, stack, files["churn"], feed_c)
+        churn, r = await timed_run(session, stack, jv, {}, rss)
+        expected = summary(files["churn"])["changed"]
+        out.append(case("re-run, 50% changed", churn, ref, 2.0, r["updated"] == expected))
+        out.append(
+            fact(
+                "  rows updated", r["updated"], f"= {expected:,} changed", r["updated"] == expected
+            )
+        )
+    cold = sorted(colds)[1]
+    out.insert(0, case(f"cold load ({path}; median of 3)", cold, ref, 1.5))
+    return out, rss
+
+
+async def memory_cases(stack: Stack, rows: int, peak_1x: int) -> list[Row]:
+    """Peak RSS of consumer + worker at 4x rows: a cold load, then a forced re-run (the
+    worker then holds every stored product's hashes)."""
+    big = feed(rows * 4, "--seed", "4")
+    rss_cold: list[int] = []
+    rss_rerun: list[int] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        ids = await upload(session, stack, path)
-        rss: list[int] = []
-        await timed_run(session, stack, ids["validation_job_id"], {}, rss)
-        return max(rss) if rss else 0
+        _, jv = await new_feed(session, stack, big)
+        await timed_run(session, stack, jv, {}, rss_cold)
+        await timed_run(session, stack, jv, {"force": True}, rss_rerun)
+    load = last_load(stack)
+    per_product = load.get("known_bytes", 0) / max(load.get("known_rows", 0), 1)
+    mb = 2**20
+    return [
+        fact("peak RSS, 1x rows (MB)", peak_1x / mb, "< 300 MB", peak_1x < 300 * mb),
+        fact(
+            "peak RSS, 4x rows, cold (MB)", max(rss_cold) / mb, "< 300 MB", max(rss_cold) < 300 * mb
+        ),
+        fact(
+            "peak RSS, 4x rows, re-run (MB)",
+            max(rss_rerun) / mb,
+            "< 300 MB",
+            max(rss_rerun) < 300 * mb,
+        ),
+        fact("  bytes per stored product", per_product, "<= 24", 0 < per_product <= 24),
+    ]
 
 
 async def main() -> None:
@@ -257,109 +361,35 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args()
-    base = feed(args.rows, "--seed", "1")
-    changed = feed(args.rows, "--seed", "2", "--base-seed", "1", "--change-pct", "1")
+    n = args.rows
+    files = {
+        "base": feed(n, "--seed", "1"),
+        "changed": feed(n, "--seed", "2", "--base-seed", "1", "--change-pct", "1"),
+        "gone": feed(n, "--seed", "3", "--base-seed", "1", "--drop-pct", "1"),
+        "churn": feed(n, "--seed", "5", "--base-seed", "1", "--change-pct", "50"),
+    }
     s3, s3_proc = s3_endpoint()
     db_url = await fresh_db("feedjobs_bench")
     stack = Stack({**os.environ, "LOG_LEVEL": "INFO"}, db_url, s3)  # INFO: run phases
-    rows: list[tuple[str, float, str, str, bool]] = []
     try:
-        ref = psql_copy(db_url, base)
+        refs = sorted(psql_copy(db_url, files["base"]) for _ in range(3))
+        ref = refs[1]
+        print(f"reference \\copy: {', '.join(f'{r:.2f}' for r in refs)} s (median {ref:.2f})")
         stack.start()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-            ids = await upload(session, stack, base)
-            jv = ids["validation_job_id"]
-            rss_1m: list[int] = []
-            cold, r = await timed_run(session, stack, jv, {}, rss_1m)
-            rows.append(("cold load", cold, f"{cold / ref:.2f}x", "<= 1.5x", cold / ref <= 1.5))
-            await asyncio.sleep(11)  # statistics are flushed by idle backends within ~10 s
-            upd_before = await n_tup_upd(db_url)
-            forced, r = await timed_run(session, stack, jv, {"force": True})
-            await asyncio.sleep(11)
-            upd_after = await n_tup_upd(db_url)
-            ok = forced / ref <= 0.5 and upd_after == upd_before and r["updated"] == 0
-            rows.append(
-                (
-                    "identical re-run, force",
-                    forced,
-                    f"{forced / ref:.2f}x",
-                    "<= 0.5x, n_tup_upd +0",
-                    ok,
-                )
-            )
-            rows.append(
-                (
-                    "  n_tup_upd moved by",
-                    float(upd_after - upd_before),
-                    "",
-                    "0",
-                    upd_after == upd_before,
-                )
-            )
-            await upload(session, stack, changed, ids["feed_id"])
-            one_pct, r = await timed_run(session, stack, jv, {})
-            rows.append(
-                (
-                    "re-run, 1% changed",
-                    one_pct,
-                    f"{one_pct / ref:.2f}x",
-                    "<= 0.5x",
-                    one_pct / ref <= 0.5,
-                )
-            )
-            rows.append(
-                (
-                    "  rows updated",
-                    float(r["updated"]),
-                    "",
-                    "= changed rows",
-                    r["updated"] == summary(changed)["changed"],
-                )
-            )
-            skip, r = await timed_run(session, stack, jv, {})
-            rows.append(
-                (
-                    "identical re-run, file skip",
-                    skip,
-                    "",
-                    "< 1 s",
-                    skip < 1.0 and r["file_unchanged"],
-                )
-            )
-        peak_1m = max(rss_1m) if rss_1m else 0
-        rows.append(
-            (
-                "consumer peak RSS, 1x rows (MB)",
-                peak_1m / 2**20,
-                "",
-                "< 300 MB",
-                peak_1m < 300 * 2**20,
-            )
-        )
+        rows, rss = await etl_cases(stack, db_url, n, ref, files)
         if not args.no_memory:
-            big = feed(args.rows * 4, "--seed", "4")
-            peak_4m = await load_once(stack, big)
-            ratio = peak_4m / peak_1m if peak_1m else 0
-            rows.append(
-                (
-                    "consumer peak RSS, 4x rows (MB)",
-                    peak_4m / 2**20,
-                    f"{ratio:.2f}x",
-                    "<= 1.2x of 1x",
-                    ratio <= 1.2,
-                )
-            )
+            rows += await memory_cases(stack, n, max(rss))
     finally:
         stack.stop()
         if s3_proc:
             embedded_s3.stop(s3_proc)
     report(
         "etl",
-        f"feedjobs ETL benchmark, {args.rows:,} rows",
+        f"feedjobs ETL benchmark, {n:,} rows",
         rows,
-        rows_per_feed=args.rows,
+        rows_per_feed=n,
         reference_s=round(ref, 3),
-        reference="psql \\copy into a keyed table",
+        reference="psql \\copy into a keyed table (median of 3)",
     )
 
 

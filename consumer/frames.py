@@ -11,12 +11,11 @@ import msgspec
 class Header(msgspec.Struct, tag="header"):
     ignored: list[str]
     missing: list[str]
-    columns: list[str] = []  # staging column of each header position (see HeaderInfo)
 
 
 class Batch(msgspec.Struct, tag="batch"):
-    payload: bytes  # CSV for COPY: line, then the cleaned fields in the header's order
-    rows: int  # valid rows in payload
+    payload: bytes  # CSV for COPY: canonical line, row hash, sku hash, line (or feed, job)
+    rows: int  # rows in payload
     rows_read: int  # data rows read so far
     errors: list[tuple[int, str | None, str, str, str]]  # line, column, code, message, raw
 
@@ -26,7 +25,11 @@ class End(msgspec.Struct, tag="end"):
     rows_valid: int
     rows_rejected: int
     inflated_bytes: int
-    fast_rows: int = 0  # rows staged by the fast path (consumer/fastpath.py)
+    fast_rows: int = 0  # rows taken by the fast path (consumer/fastpath.py)
+    unchanged: int = 0  # rows recognised as stored (recognising runs only)
+    gone: list[int] = []  # row hashes of stored products the file no longer holds
+    known_rows: int = 0  # stored products the worker knew
+    known_bytes: int = 0  # the memory they took (consumer/known.py)
 
 
 class Fatal(msgspec.Struct, tag="fatal"):
@@ -48,6 +51,12 @@ def pack(frame: Frame) -> bytes:
 
 class WorkerConfig(msgspec.Struct, frozen=True):
     delimiter: str = ","
+    # Recognise stored rows: stdin starts with the feed's stored hashes (binary COPY, as
+    # length-prefixed chunks ending with an empty one), and the worker rejects duplicates.
+    recognise: bool = False
+    # Rows go straight into products: each COPY line ends with this (",feed,job") instead
+    # of its line number.
+    direct_tail: str = ""
     fast_path: bool = True
     read_bytes: int = 1024 * 1024  # stdin read size (tests use small ones: many blocks)
     batch_rows: int = 5000

@@ -1,7 +1,8 @@
 """The parse worker: a child process that turns a CSV on stdin into frames on stdout.
 
-``python -m consumer.parse_worker '<WorkerConfig JSON>'``. It reads (and un-gzips) the
-feed, validates every row, and writes clean rows as CSV ready for COPY, plus rejections,
+``python -m consumer.parse_worker '<WorkerConfig JSON>'``. It reads the feed's stored
+hashes (when it recognises rows), then the file (un-gzipping it), validates every row,
+recognises the unchanged ones, and writes the rest as CSV ready for COPY, plus rejections,
 in batches. Running it in its own process keeps the consumer's event loop free for
 heartbeats, lease renewals and acks, and uses the second core.
 """
@@ -18,8 +19,11 @@ from consumer.csvread import FIELD_LIMIT, LineSource, RecordReader
 from consumer.fastpath import FastPath
 from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, pack
 from consumer.inflate import DecompressionLimit, Inflater
+from consumer.known import KnownRows, parse_copy
+from consumer.recognise import ErrorRow, Recogniser
 from consumer.rules import RowFault
-from consumer.validate import CopyWriter, HeaderInfo, RowValidator
+from consumer.validate import HeaderInfo, RowValidator
+from service.product import canonical_line, row_hash
 
 FAULT_MESSAGES = {
     "INVALID_ENCODING": "the row holds bytes that are not UTF-8",
@@ -27,6 +31,27 @@ FAULT_MESSAGES = {
     "FIELD_TOO_LARGE": f"a field is larger than {FIELD_LIMIT} bytes",
     "UNTERMINATED_QUOTE": "a quoted field is never closed: it runs to the end of the file",
 }
+
+
+def read_known(stdin: BinaryIO) -> KnownRows:
+    """The stored hashes the consumer sends ahead of the file (see WorkerConfig)."""
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            size = int.from_bytes(_read_exactly(stdin, 4), "big")
+            if not size:
+                return
+            yield _read_exactly(stdin, size)
+
+    rows, skus = parse_copy(chunks())
+    return KnownRows(rows, skus)
+
+
+def _read_exactly(stdin: BinaryIO, size: int) -> bytes:
+    data = stdin.read(size)
+    if len(data) != size:
+        raise EOFError("the consumer stopped sending")
+    return data
 
 
 def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
@@ -40,13 +65,14 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
                 return
             yield data
 
+    known = read_known(stdin) if cfg.recognise else None
     inflater = Inflater(chunks(), cfg.max_inflated_bytes, cfg.max_inflate_ratio)
     try:
         source = LineSource(inflater)
         reader = RecordReader(source, cfg.delimiter)
         first = next(iter(reader), None)
         if first is None:
-            emit(End(0, 0, 0, inflater.inflated))
+            emit(_end(End(0, 0, 0, inflater.inflated), Recogniser(known, "", cfg.delimiter)))
             return
         if first.fields is None:
             emit(
@@ -59,14 +85,26 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
             )
             return
         info = HeaderInfo(first.fields)
-        emit(Header(ignored=info.ignored, missing=info.missing, columns=info.stage_columns))
+        emit(Header(ignored=info.ignored, missing=info.missing))
         if info.missing:
             return
-        end = _rows(reader, source, info, cfg, emit)
+        rows = Recogniser(known, cfg.direct_tail, cfg.delimiter)
+        end = _rows(reader, source, info, cfg, rows, emit)
         end.inflated_bytes = inflater.inflated
-        emit(end)
+        emit(_end(end, rows))
     except DecompressionLimit as exc:
         emit(Fatal("DECOMPRESSION_LIMIT", exc.message, exc.details))
+
+
+def _end(end: End, rows: Recogniser) -> End:
+    end.unchanged = rows.unchanged
+    end.rows_valid -= rows.duplicates
+    end.rows_rejected += rows.duplicates
+    if rows.known is not None:
+        end.gone = rows.gone()
+        end.known_rows = len(rows.known)
+        end.known_bytes = rows.known.nbytes + (rows.seen.nbytes if rows.seen else 0)
+    return end
 
 
 def _rows(
@@ -74,16 +112,24 @@ def _rows(
     source: LineSource,
     info: HeaderInfo,
     cfg: WorkerConfig,
+    rows: Recogniser,
     emit: Callable[[Frame], None],
 ) -> End:
     """Every data row: whole clean blocks by the fast path, the rest record by record."""
     validator = RowValidator(info)
-    writer = CopyWriter(info, cfg.delimiter)
     fast = FastPath(info, cfg.delimiter) if cfg.fast_path and not info.wide else None
-    parts: list[str] = []
-    errors: list[tuple[int, str | None, str, str, str]] = []
-    pending = valid = rejected = rows_read = fast_rows = 0
+    known = rows.known
+    errors: list[ErrorRow] = []
+    valid = rejected = rows_read = fast_rows = 0
     batch = cfg.batch_rows
+
+    def send() -> None:
+        nonlocal errors
+        staged = rows.staged
+        payload = rows.flush(errors)
+        emit(Batch(payload, rows.staged - staged, rows_read, errors))
+        errors = []
+
     while True:
         rec = reader.next_record()
         if rec is None:
@@ -93,17 +139,16 @@ def _rows(
             block = source.next_block()
             if block is None:
                 break
-            taken = fast.try_block(block, reader.lineno + 1) if fast is not None else None
+            taken = fast.take(block, known) if fast is not None else None
             if taken is None:
                 reader.push(block)
                 continue
-            text, count = taken
+            count = len(taken.canon)
+            rows.add_block(reader.lineno + 1, taken.canon, taken.hashes, taken.stored)
             reader.lineno += count
             rows_read += count
             valid += count
-            pending += count
             fast_rows += count
-            parts.append(text)
         else:
             rows_read += 1
             if rec.fields is None:
@@ -117,16 +162,13 @@ def _rows(
                     errors.append((rec.line, f.column, f.code, f.message, reader.raw_of_last()))
                     rejected += 1
                 else:
-                    parts.append(writer.line(rec.line, values))
+                    canon = canonical_line(values).encode()
+                    rows.add_row(rec.line, canon, row_hash(canon))
                     valid += 1
-                    pending += 1
-        if pending + len(errors) >= batch:
-            emit(Batch("".join(parts).encode(), pending, rows_read, errors))
-            parts = []
-            errors = []
-            pending = 0
-    if pending or errors:
-        emit(Batch("".join(parts).encode(), pending, rows_read, errors))
+        if rows.pending + len(errors) >= batch:
+            send()
+    if rows.pending or errors:
+        send()
     return End(rows_read, valid, rejected, 0, fast_rows)
 
 

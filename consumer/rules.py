@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from consumer.currencies import ISO_4217
+from service.product import NAMES
 
 
 class RowFault(Exception):
@@ -205,18 +206,6 @@ def clean_active(value: str) -> str:
     return flag
 
 
-# Column order of feed-format.md: the first fault in this order is the one reported.
-COLUMNS: tuple[str, ...] = (
-    "sku",
-    "name",
-    "description",
-    "price",
-    "currency",
-    "quantity",
-    "category",
-    "brand",
-    "gtin",
-    "updated_at",
-    "active",
-)
-REQUIRED: tuple[str, ...] = ("sku", "name", "price", "currency")
+# Column order of feed-format.md (declared in service.product): the first fault in this
+# order is the one reported.
+COLUMNS: tuple[str, ...] = NAMES

@@ -38,7 +38,7 @@ class ClaimedRun(RunKey, kw_only=True):
     request_id: str | None
     feed: dict[str, Any]
     phases: dict[str, int] = {}  # milliseconds since the run started, at the end of each phase
-    fast_rows: int = 0  # rows the parse worker staged by its fast path
+    stats: dict[str, Any] = {}  # how the load went: its path, fast-path rows, known rows
 
 
 async def resolve_job_id(conn: asyncpg.Connection, req: RunRequest) -> str | None:

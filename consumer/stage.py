@@ -1,32 +1,19 @@
-"""The staging table of one run, and the merge that writes only what changed.
+"""The load's SQL: the feed lock, the stored hashes, staging, and the merge that writes
+only what changed.
 
 Everything here runs inside the run's transaction: staging, de-duplication, the merge and
-the job's completion commit together or not at all.
+the job's completion commit together or not at all. Column lists and types come from the
+one declaration of the product row (``service.product``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Awaitable, Callable
+
 import asyncpg
 import msgspec
 
-# The row hash: sql/0002_row_hash_bigint.sql defines product_hash(), over the cleaned text
-# the parse worker stages (consumer.validate.hash_text spells the same recipe in Python, and
-# tests/integration/test_stage_hash.py holds the two together). An empty or absent quantity
-# or active is staged as NULL by the fast path and means 0 and true, as the cleaners say.
-_HASH = (
-    "product_hash(sku, name, description, price, currency, quantity, category, brand, gtin,"
-    " updated_at, active)"
-)
-
-_COLUMNS = (
-    "sku, name, description, price, currency, quantity, category, brand, gtin, updated_at,"
-    " active, row_hash"
-)
-_VALUES = (
-    "d.sku, d.name, d.description, d.price::numeric(12,2), d.currency,"
-    " coalesce(d.quantity, '0')::integer, d.category, d.brand, d.gtin,"
-    " d.updated_at::timestamptz, coalesce(d.active, 'true')::boolean, d.row_hash"
-)
+from service.product import COLUMN_LIST, DIRECT_COLUMNS, STAGE_COLUMNS, UPDATE_SET, stage_ddl
 
 
 class MergeCounts(msgspec.Struct):
@@ -35,125 +22,171 @@ class MergeCounts(msgspec.Struct):
     deleted: int = 0
 
 
+def ident(name: str) -> str:
+    """A quoted SQL identifier: the one way a name goes into a statement."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def stage_name(job_id: str, attempt: int) -> str:
     return f"stage_{job_id.lower()}_{attempt}"
 
 
-def _literal(value: str) -> str:
-    """A SQL string literal, for the few statements that cannot take parameters."""
-    return "'" + value.replace("'", "''") + "'"
+def _count(status: str) -> int:
+    return int(status.split()[-1])
 
 
-async def create_stage(conn: asyncpg.Connection, table: str, columns: list[str]) -> None:
-    """The staging table; ``columns`` are the header's (``x<n>`` for ignored ones), which
-    COPY fills in that order after ``line``. Columns the header lacks stay NULL."""
-    # UNLOGGED: no WAL for rows that live one transaction; created in the run's transaction,
-    # so a rollback (or a crash) takes it away with everything else.
-    ignored = "".join(f", {c} text" for c in columns if c.startswith("x"))
-    await conn.execute(
-        f"CREATE UNLOGGED TABLE {table} ("
-        " line integer NOT NULL, sku text NOT NULL, name text NOT NULL, description text,"
-        " price text NOT NULL, currency text NOT NULL, quantity text, category text,"
-        f" brand text, gtin text, updated_at text, active text{ignored},"
-        f" row_hash bigint GENERATED ALWAYS AS ({_HASH}) STORED)"
+async def lock_feed(conn: asyncpg.Connection, feed_id: str) -> None:
+    """Two runs of one feed never load at once; different feeds go in parallel."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", feed_id)
+
+
+async def feed_is_empty(conn: asyncpg.Connection, feed_id: str) -> bool:
+    """No product at all, live or deleted: a first load, which goes straight in."""
+    return not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM products WHERE feed_id = $1)", feed_id
     )
 
 
+async def copy_stored_hashes(
+    conn: asyncpg.Connection, feed_id: str, output: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """The row and sku hash of every live product of the feed, as binary COPY chunks."""
+    await conn.copy_from_query(
+        "SELECT row_hash, sku_hash FROM products WHERE feed_id = $1 AND deleted_at IS NULL",
+        feed_id,
+        output=output,
+        format="binary",
+    )
+
+
+async def create_stage(conn: asyncpg.Connection, table: str) -> None:
+    # UNLOGGED: no WAL for rows that live one transaction; created in the run's transaction,
+    # so a rollback (or a crash) takes it away with everything else.
+    await conn.execute(stage_ddl(ident(table)))
+
+
+async def copy_rows(
+    conn: asyncpg.Connection, table: str | None, source: AsyncIterable[bytes]
+) -> None:
+    """COPY the worker's lines into the stage ``table``, or (None) straight into products."""
+    if table is None:
+        await conn.copy_to_table(
+            "products", source=source, columns=list(DIRECT_COLUMNS), format="csv"
+        )
+    else:
+        await conn.copy_to_table(table, source=source, columns=list(STAGE_COLUMNS), format="csv")
+
+
+async def drop_stage(conn: asyncpg.Connection, table: str) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
+
+
 async def duplicates(conn: asyncpg.Connection, table: str) -> list[asyncpg.Record]:
-    """Later occurrences of a sku (the first one wins), in file order, removed from staging."""
-    await conn.execute(f"ANALYZE {table} (sku)")
+    """Later occurrences of a sku (the first one wins), in file order, removed from staging.
+    Only the staged path needs this: a recognising worker rejects duplicates itself."""
+    await conn.execute(f"ANALYZE {ident(table)} (sku)")
     # A plain SELECT may run in parallel; the DELETE (which may not) only runs when needed.
-    repeated = await conn.fetch(f"SELECT sku FROM {table} GROUP BY sku HAVING count(*) > 1")
+    repeated = await conn.fetch(f"SELECT sku FROM {ident(table)} GROUP BY sku HAVING count(*) > 1")
     if not repeated:
         return []
+    t = ident(table)
     rows: list[asyncpg.Record] = await conn.fetch(
         f"WITH ranked AS (SELECT line, sku, min(line) OVER (PARTITION BY sku) AS first_line"
-        f"  FROM {table} WHERE sku = ANY($1::text[]))"
-        f" DELETE FROM {table} t USING ranked r WHERE t.line = r.line AND r.line > r.first_line"
+        f"  FROM {t} WHERE sku = ANY($1::text[]))"
+        f" DELETE FROM {t} t USING ranked r WHERE t.line = r.line AND r.line > r.first_line"
         f" RETURNING t.line, t.sku, r.first_line, t.name, t.price, t.currency",
         [r["sku"] for r in repeated],
     )
     return sorted(rows, key=lambda r: r["line"])
 
 
-async def _classify(conn: asyncpg.Connection, table: str, feed_id: str) -> str:
-    """One join of staging with the feed's products keeps only the rows to write: new skus,
-    changed hashes, revived skus. Unchanged rows (a re-run: nearly all) go no further."""
-    delta = f"{table}_delta"
-    # CREATE TABLE AS may use parallel workers (INSERT ... SELECT may not), but takes no
-    # parameters: the feed id goes in as a literal.
-    await conn.execute(
-        f"CREATE TEMP TABLE {delta} ON COMMIT DROP AS"
-        f" SELECT s.*, p.sku IS NULL AS is_new FROM {table} s"
-        f" LEFT JOIN products p ON p.feed_id = {_literal(feed_id)} AND p.sku = s.sku"
-        f" WHERE p.sku IS NULL OR p.row_hash <> s.row_hash OR p.deleted_at IS NOT NULL"
-    )
-    return delta
-
-
-async def _insert(conn: asyncpg.Connection, source: str, feed_id: str, job_id: str) -> int:
-    """Insert the rows of ``source`` (aliased ``d``) as new products; returns how many."""
-    status = await conn.execute(
-        f"INSERT INTO products ({_COLUMNS}, feed_id, first_seen_job, last_changed_at)"
-        f" SELECT {_VALUES}, $1, $2, statement_timestamp() FROM {source}",
-        feed_id,
-        job_id,
-    )
-    return int(status.split()[-1])
-
-
 async def merge(
-    conn: asyncpg.Connection, table: str, feed_id: str, job_id: str, *, snapshot: bool
+    conn: asyncpg.Connection,
+    table: str,
+    feed_id: str,
+    job_id: str,
+    *,
+    snapshot: bool,
+    gone: list[int] | None,
 ) -> MergeCounts:
+    """Write the staged rows that differ from the stored ones (changed, revived, new) and,
+    for a snapshot, delete the products the file no longer holds: ``gone`` (their row
+    hashes) when the worker recognised rows, else every live sku not staged."""
     counts = MergeCounts()
-    feed_has_rows = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM products WHERE feed_id = $1)", feed_id
-    )
-    if not feed_has_rows:  # a first load: every staged row is new, no join needed
-        counts.inserted = await _insert(conn, f"{table} d", feed_id, job_id)
-        return counts
-    delta = await _classify(conn, table, feed_id)
-    # Changed rows (hash differs) and revived ones; equal rows are not touched at all.
-    status = await conn.execute(
-        f"UPDATE products p SET name = d.name, description = d.description,"
-        f" price = d.price::numeric(12,2), currency = d.currency,"
-        f" quantity = coalesce(d.quantity, '0')::integer, category = d.category,"
-        f" brand = d.brand, gtin = d.gtin, updated_at = d.updated_at::timestamptz,"
-        f" active = coalesce(d.active, 'true')::boolean, row_hash = d.row_hash,"
-        f" last_changed_at = statement_timestamp(), deleted_at = NULL"
-        f" FROM {delta} d WHERE NOT d.is_new AND p.feed_id = $1 AND p.sku = d.sku",
-        feed_id,
-    )
-    counts.updated = int(status.split()[-1])
-    counts.inserted = await _insert(conn, f"{delta} d WHERE d.is_new", feed_id, job_id)
-    if snapshot:
-        status = await conn.execute(
-            "UPDATE products p"
-            " SET deleted_at = statement_timestamp(), last_changed_at = statement_timestamp()"
-            f" WHERE p.feed_id = $1 AND p.deleted_at IS NULL"
-            f" AND NOT EXISTS (SELECT 1 FROM {table} s WHERE s.sku = p.sku)",
+    # A recognising worker stages only rows to write; on the staged path the hash decides.
+    counts.updated = _count(
+        await conn.execute(
+            f"UPDATE products p SET {UPDATE_SET}, last_changed_at = statement_timestamp(),"
+            f" deleted_at = NULL FROM {ident(table)} d WHERE p.feed_id = $1 AND p.sku = d.sku"
+            f" AND (p.row_hash <> d.row_hash OR p.deleted_at IS NOT NULL)",
             feed_id,
         )
-        counts.deleted = int(status.split()[-1])
+    )
+    counts.inserted = _count(
+        await conn.execute(
+            f"INSERT INTO products ({COLUMN_LIST}, feed_id, first_seen_job, last_changed_at)"
+            f" SELECT {COLUMN_LIST}, $1, $2, statement_timestamp() FROM {ident(table)} d"
+            f" WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.feed_id = $1 AND p.sku = d.sku)",
+            feed_id,
+            job_id,
+        )
+    )
+    if snapshot:
+        counts.deleted = await _delete_gone(conn, table, feed_id, gone)
     return counts
 
 
+_DELETE = (
+    "UPDATE products p SET deleted_at = statement_timestamp(),"
+    " last_changed_at = statement_timestamp()"
+)
+
+
+async def _delete_gone(
+    conn: asyncpg.Connection, table: str, feed_id: str, gone: list[int] | None
+) -> int:
+    if gone is None:
+        status = await conn.execute(
+            f"{_DELETE} WHERE p.feed_id = $1 AND p.deleted_at IS NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {ident(table)} s WHERE s.sku = p.sku)",
+            feed_id,
+        )
+    elif gone:
+        status = await conn.execute(
+            f"{_DELETE} FROM unnest($2::bigint[]) AS g(row_hash)"
+            " WHERE p.feed_id = $1 AND p.deleted_at IS NULL AND p.row_hash = g.row_hash",
+            feed_id,
+            gone,
+        )
+    else:
+        return 0
+    return _count(status)
+
+
 async def dry_counts(
-    conn: asyncpg.Connection, table: str, feed_id: str, *, snapshot: bool
+    conn: asyncpg.Connection, table: str, feed_id: str, *, snapshot: bool, gone: list[int] | None
 ) -> MergeCounts:
     """What ``merge`` would do, counted without writing a single product."""
     row = await conn.fetchrow(
         f"SELECT count(*) FILTER (WHERE p.sku IS NULL) AS inserted,"
         f" count(*) FILTER (WHERE p.sku IS NOT NULL AND (p.row_hash <> s.row_hash"
         f"   OR p.deleted_at IS NOT NULL)) AS updated"
-        f" FROM {table} s LEFT JOIN products p ON p.feed_id = $1 AND p.sku = s.sku",
+        f" FROM {ident(table)} s LEFT JOIN products p ON p.feed_id = $1 AND p.sku = s.sku",
         feed_id,
     )
     deleted = 0
-    if snapshot:
+    if snapshot and gone is not None:
+        deleted = len(gone)
+    elif snapshot:
         deleted = await conn.fetchval(
             f"SELECT count(*) FROM products p WHERE p.feed_id = $1 AND p.deleted_at IS NULL"
-            f" AND NOT EXISTS (SELECT 1 FROM {table} s WHERE s.sku = p.sku)",
+            f" AND NOT EXISTS (SELECT 1 FROM {ident(table)} s WHERE s.sku = p.sku)",
             feed_id,
         )
     return MergeCounts(inserted=row["inserted"], updated=row["updated"], deleted=deleted)
+
+
+async def mark_loaded(conn: asyncpg.Connection, feed_id: str) -> None:
+    await conn.execute(
+        "UPDATE feeds SET last_loaded_at = statement_timestamp() WHERE id = $1", feed_id
+    )

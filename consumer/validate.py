@@ -1,4 +1,4 @@
-"""Turns parsed records into clean rows (CSV for COPY, with their hash) or rejections."""
+"""Turns parsed records into clean rows (values in ``service.product`` order) or rejections."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from consumer import rules
-from consumer.rules import COLUMNS, REQUIRED, RowFault
+from consumer.rules import COLUMNS, RowFault
+from service.product import REQUIRED
 
 _CACHE_LIMIT = 50_000
 MAX_STAGED_COLUMNS = 1000
@@ -32,18 +33,8 @@ class HeaderInfo:
 
     @property
     def wide(self) -> bool:
-        """Too many columns to stage each one (PostgreSQL allows 1600 in a table): only the
-        known columns are staged then, and the fast path (which stages lines whole) is off."""
+        """Too many columns for the fast path's one pattern: the slow path reads them."""
         return self.width > MAX_STAGED_COLUMNS
-
-    @property
-    def stage_columns(self) -> list[str]:
-        """The staging table's column for each header position (``x<n>`` when ignored), or,
-        for a wide header, for each known column in header order."""
-        by_position = {pos: col for col, pos in self.index.items()}
-        if self.wide:
-            return [by_position[pos] for pos in sorted(by_position)]
-        return [by_position.get(pos, f"x{pos}") for pos in range(self.width)]
 
 
 def _cached(clean: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -109,58 +100,3 @@ class RowValidator:
             self._updated_at(f[p[9]]),
             self._active(f[p[10]]),
         )
-
-
-def hash_text(v: CleanRow) -> str:
-    """The text the row hash is a digest of: the cleaned values joined by U+001F, as the
-    database's product_hash() joins the staged text (sql/0002_row_hash_bigint.sql)."""
-    return "\x1f".join(
-        (
-            v[0],
-            v[1],
-            v[2] or "",
-            v[3],
-            v[4],
-            str(v[5]),
-            v[6] or "",
-            v[7] or "",
-            v[8] or "",
-            v[9] or "",
-            v[10],
-        )
-    )
-
-
-def _q(value: object) -> str:
-    """A free-text field for COPY ... CSV: always quoted; None stays unquoted empty (NULL)."""
-    if value is None:
-        return ""
-    return '"' + str(value).replace('"', '""') + '"'
-
-
-def _plain(value: object) -> str:
-    """A field that can hold no delimiter, quote or line break (sku, price, code, ...)."""
-    return "" if value is None else str(value)
-
-
-# How each column of a CleanRow is written for COPY (free text is quoted).
-_WRITERS = (_plain, _q, _q, _plain, _plain, _plain, _q, _q, _plain, _plain, _plain)
-
-
-class CopyWriter:
-    """One staging row as COPY CSV: the line number, then the cleaned values in the header's
-    column order (NULL for ignored columns), so that the fast path can send clean lines as
-    they are and both paths stage the same text (see consumer/fastpath.py)."""
-
-    def __init__(self, header: HeaderInfo, delimiter: str) -> None:
-        by_position = {pos: COLUMNS.index(col) for col, pos in header.index.items()}
-        self._order = [by_position.get(pos) for pos in range(header.width)]
-        if header.wide:  # only the known columns are staged
-            self._order = [j for j in self._order if j is not None]
-        self._delimiter = delimiter
-
-    def line(self, line: int, v: CleanRow) -> str:
-        out = [str(line)]
-        for j in self._order:
-            out.append("" if j is None else _WRITERS[j](v[j]))
-        return self._delimiter.join(out) + "\n"

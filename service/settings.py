@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer_concurrency: int = 2
     consumer_metrics_port: int = 9101  # the consumer's /metrics, /healthz, /readyz; 0 = off
     fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)
+    # Recognise unchanged rows in the parse worker (consumer/load.py); false: the staged path
+    recognise_rows: bool = True
     lease_seconds: int = 30
     max_attempts: int = 3  # lost consumers per run request before WORKER_LOST
     max_interruptions: int = 10  # dependency interruptions per run request before INTERRUPTED

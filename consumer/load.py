@@ -1,0 +1,268 @@
+"""The load pipeline of one run, inside its transaction: plan, stream, check, write.
+
+1. **Plan.** Lock the feed. A feed with no product at all gets a *direct* load: the
+   worker's lines go straight into ``products`` by COPY (nothing to compare with). Any
+   other feed gets a *recognising* load: the feed's stored hashes go to the worker first,
+   and only the rows it does not recognise are staged. ``RECOGNISE_ROWS=false`` gives the
+   *staged* path instead: every valid row staged and compared in PostgreSQL (the reference
+   the property tests hold the other two to).
+2. **Stream** the file through the worker into COPY, rejections to ``job_errors``.
+3. **Check** the run's limits (``max_rejected_rows``, an empty snapshot).
+4. **Write**: merge the staged rows, delete what a snapshot no longer holds, or count what
+   a dry run would do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from consumer import stage
+from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
+from consumer.progress import ErrorSink, Progress
+from consumer.runs import ClaimedRun
+from consumer.session import WorkerSession
+from service.contracts import ValidationResult
+from service.errors import JobFailure
+from service.s3 import ObjectInfo, S3Uri
+from service.settings import Settings
+
+
+def _ms(since: float) -> int:
+    return round((time.monotonic() - since) * 1000)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+class Plan(msgspec.Struct, frozen=True):
+    path: str  # "direct", "recognising" or "staged"
+    config: WorkerConfig
+
+    @property
+    def direct(self) -> bool:
+        return self.path == "direct"
+
+    @property
+    def recognise(self) -> bool:
+        return self.config.recognise
+
+
+class Streamed(msgspec.Struct):
+    end: End
+    ignored: list[str]
+    table: str | None  # the stage (None: nothing staged)
+
+
+async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) -> Plan:
+    recognise = settings.recognise_rows
+    direct = recognise and not run.options.dry_run and await stage.feed_is_empty(conn, run.feed_id)
+    config = WorkerConfig(
+        delimiter=run.options.delimiter,
+        fast_path=settings.fast_path,
+        max_inflated_bytes=settings.max_inflated_bytes,
+        max_inflate_ratio=settings.max_inflate_ratio,
+        recognise=recognise,
+        direct_tail=f",{run.feed_id},{run.job_id}" if direct else "",
+    )
+    path = "direct" if direct else "recognising" if recognise else "staged"
+    return Plan(path=path, config=config)
+
+
+async def load(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    s3: Any,
+    run: ClaimedRun,
+    source: tuple[S3Uri, ObjectInfo],
+    progress: Progress,
+    errors: ErrorSink,
+) -> ValidationResult:
+    started = progress.started
+    phases = run.phases
+    await stage.lock_feed(conn, run.feed_id)
+    chosen = await plan(conn, settings, run)
+    async with await WorkerSession.spawn(chosen.config, run.job_id) as worker:
+        if chosen.recognise:
+            if not chosen.direct:
+                await stage.copy_stored_hashes(conn, run.feed_id, worker.send_chunk)
+            await worker.send_chunk(b"")
+        phases["known_ms"] = _ms(started)
+        uri, info = source
+        worker.feed_file(s3, uri, info.etag, progress.read)
+        streamed = await _stream(conn, worker, chosen, run, progress, errors)
+        await worker.file_sent()
+    end = streamed.end
+    run.stats = {
+        "path": chosen.path,
+        "fast_rows": end.fast_rows,
+        "known_rows": end.known_rows,
+        "known_bytes": end.known_bytes,
+    }
+    phases["copy_ms"] = _ms(started)
+    rows_valid = end.rows_valid
+    if streamed.table is not None and not chosen.recognise:
+        rows_valid -= await _duplicates(conn, streamed.table, errors, run.options.delimiter)
+    await errors.flush()
+    phases["dedupe_ms"] = _ms(started)
+    _check_limits(run, errors, rows_valid, end)
+    counts = await _write(conn, chosen, streamed, run, rows_valid)
+    phases["merge_ms"] = _ms(started)
+    return ValidationResult(
+        rows_read=end.rows_read,
+        rows_valid=rows_valid,
+        rows_rejected=errors.count,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        unchanged=rows_valid - counts.inserted - counts.updated,
+        deleted=counts.deleted,
+        bytes_read=progress.bytes_read,
+        file_unchanged=False,
+        ignored_columns=streamed.ignored,
+        first_error=errors.first,
+        duration_ms=_ms(started),
+        dry_run=run.options.dry_run,
+        rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
+    )
+
+
+async def _stream(
+    conn: asyncpg.Connection,
+    worker: WorkerSession,
+    chosen: Plan,
+    run: ClaimedRun,
+    progress: Progress,
+    errors: ErrorSink,
+) -> Streamed:
+    first = await worker.next_frame()
+    if isinstance(first, Fatal):
+        raise JobFailure(first.code, first.message, first.details)
+    if isinstance(first, End):  # an empty file
+        return Streamed(end=first, ignored=[], table=None)
+    if not isinstance(first, Header):
+        raise JobFailure(
+            "PARSE_FAILED",
+            "The parse worker stopped before the end",
+            {"stderr": await worker.stderr()},
+        )
+    if first.missing:
+        raise JobFailure(
+            "MISSING_COLUMNS",
+            f"The header lacks required column(s): {', '.join(first.missing)}",
+            {"missing": first.missing, "ignored_columns": first.ignored},
+        )
+    table = None if chosen.direct else stage.stage_name(run.job_id, run.attempt)
+    if table is not None:
+        await stage.create_stage(conn, table)
+    run.phases["setup_ms"] = _ms(progress.started)
+    state: dict[str, End] = {}
+    await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state))
+    end = state.get("end")
+    if end is None:
+        raise JobFailure(
+            "PARSE_FAILED",
+            "The parse worker stopped before the end",
+            {"stderr": await worker.stderr()},
+        )
+    return Streamed(end=end, ignored=first.ignored, table=table)
+
+
+async def _stopped(worker: WorkerSession) -> JobFailure:
+    return JobFailure(
+        "PARSE_FAILED",
+        "The parse worker stopped before the end",
+        {"stderr": await worker.stderr()},
+    )
+
+
+async def _payloads(
+    worker: WorkerSession, errors: ErrorSink, progress: Progress, state: dict[str, End]
+) -> AsyncIterator[bytes]:
+    async for frame in worker.frames():
+        if isinstance(frame, Batch):
+            for err in frame.errors:
+                await errors.add(*err)
+            progress.rows_read = frame.rows_read
+            await progress.tick()
+            if frame.payload:
+                yield frame.payload
+        elif isinstance(frame, End):
+            state["end"] = frame
+            return
+        elif isinstance(frame, Fatal):
+            raise JobFailure(frame.code, frame.message, frame.details)
+
+
+async def _duplicates(
+    conn: asyncpg.Connection, table: str, errors: ErrorSink, delimiter: str
+) -> int:
+    """The staged path's duplicates, found in PostgreSQL: rejected, naming the first line."""
+    found = await stage.duplicates(conn, table)
+    for dup in found:
+        await errors.add(
+            dup["line"],
+            "sku",
+            "DUPLICATE_SKU",
+            f"sku {dup['sku']!r} already appears on line {dup['first_line']}",
+            _raw_of(dup, delimiter),
+        )
+    return len(found)
+
+
+def _raw_of(row: asyncpg.Record, delimiter: str) -> str:
+    """A duplicate's row as cleaned (its raw text is not kept, to keep memory flat)."""
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(
+        [row["sku"], row["name"], row["price"], row["currency"]]
+    )
+    return buf.getvalue()
+
+
+def _check_limits(run: ClaimedRun, errors: ErrorSink, rows_valid: int, end: End) -> None:
+    rejected = errors.count
+    limit = run.options.max_rejected_rows
+    if limit is not None and rejected > limit:
+        raise JobFailure(
+            "TOO_MANY_REJECTED_ROWS",
+            f"{_n(rejected)} rows were rejected, more than the limit of {_n(limit)};"
+            " nothing was written",
+            {
+                "rows_rejected": rejected,
+                "max_rejected_rows": limit,
+                "first_error": msgspec.to_builtins(errors.first),
+            },
+        )
+    if run.options.mode == "snapshot" and rows_valid == 0:
+        raise JobFailure(
+            "EMPTY_SNAPSHOT",
+            "The snapshot holds no valid rows; loading it would delete every product of"
+            " the feed, so it was refused",
+            {"rows_read": end.rows_read},
+        )
+
+
+async def _write(
+    conn: asyncpg.Connection, chosen: Plan, streamed: Streamed, run: ClaimedRun, rows_valid: int
+) -> stage.MergeCounts:
+    table = streamed.table
+    if chosen.direct:
+        return stage.MergeCounts(inserted=rows_valid)  # already in products
+    if table is None:
+        return stage.MergeCounts()  # an empty file
+    snapshot = run.options.mode == "snapshot"
+    gone = streamed.end.gone if chosen.recognise else None
+    if run.options.dry_run:
+        counts = await stage.dry_counts(conn, table, run.feed_id, snapshot=snapshot, gone=gone)
+    else:
+        counts = await stage.merge(
+            conn, table, run.feed_id, run.job_id, snapshot=snapshot, gone=gone
+        )
+    await stage.drop_stage(conn, table)
+    return counts

@@ -1,0 +1,117 @@
+"""A run's progress (written to its job every second, where a cancel is also noticed) and
+its rejections (written to job_errors in batches, on their own connection)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import asyncpg
+
+from consumer import runs
+from consumer.runs import ClaimedRun
+from service.contracts import FirstError
+
+PROGRESS_EVERY = 1.0  # seconds
+ERROR_FLUSH = 2000
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+class ErrorSink:
+    """Writes rejections to job_errors in batches (own connection: kept even if the load
+    rolls back, since they tell why) and remembers the first one in file order."""
+
+    def __init__(self, pool: asyncpg.Pool, run: ClaimedRun) -> None:
+        self.pool = pool
+        self.run = run
+        self.pending: list[tuple[Any, ...]] = []
+        self.count = 0
+        self.first: FirstError | None = None
+
+    async def add(self, line: int, column: str | None, code: str, message: str, raw: str) -> None:
+        self.count += 1
+        if self.first is None or line < self.first.line:
+            self.first = FirstError(line=line, column=column, code=code, message=message)
+        self.pending.append(
+            (self.run.job_id, self.run.attempt, self.count, line, column, code, message, raw[:1024])
+        )
+        if len(self.pending) >= ERROR_FLUSH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        async with self.pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "job_errors",
+                records=records,
+                columns=[
+                    "job_id",
+                    "attempt",
+                    "ordinal",
+                    "line",
+                    "column_name",
+                    "code",
+                    "message",
+                    "raw",
+                ],
+            )
+
+
+class Progress:
+    def __init__(self, pool: asyncpg.Pool, run: ClaimedRun, bytes_total: int) -> None:
+        self.pool = pool
+        self.run = run
+        self.bytes_total = bytes_total
+        self.bytes_read = 0
+        self.rows_read = 0
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def read(self, size: int) -> None:
+        self.bytes_read += size
+
+    async def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        pct = round(100.0 * self.bytes_read / self.bytes_total, 1) if self.bytes_total else None
+        elapsed = max(now - self.started, 0.001)
+        remaining = (self.bytes_total - self.bytes_read) / max(self.bytes_read / elapsed, 1.0)
+        retry_after = max(1, min(30, math.ceil(remaining / 2)))
+        estimate = (
+            f" of ~{_n(int(self.rows_read * self.bytes_total / self.bytes_read))}"
+            if self.bytes_read and self.bytes_total
+            else ""
+        )
+        message = f"Loading: {_n(self.rows_read)}{estimate} rows"
+        cancel = await runs.write_progress(
+            self.pool,
+            self.run,
+            {
+                "rows_read": self.rows_read,
+                "bytes_read": self.bytes_read,
+                "bytes_total": self.bytes_total,
+                "percent": pct,
+            },
+            message,
+            retry_after,
+        )
+        if cancel is None:
+            raise LeaseLost()
+        if cancel:
+            raise RunCancelled()

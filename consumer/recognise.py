@@ -1,0 +1,140 @@
+"""The rows of a file, in line order, sorted into unchanged, duplicate and to-be-written.
+
+Each valid row arrives as its canonical line (``service.product``) with its row hash and,
+when its hash is stored, the stored row it is (``consumer.known``). In a run that
+recognises rows, a stored row met again is *unchanged* and goes no further; a sku met a
+second time, wherever the first went, is rejected as ``DUPLICATE_SKU`` naming the first
+line; every other row becomes a COPY line: the canonical line, its row and sku hashes,
+then its line number (staging) or the feed and job ids (a first load straight into
+``products``). A run that does not recognise rows (``RECOGNISE_ROWS=false``: the staged
+path, which compares every row in PostgreSQL) sends every valid row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from consumer.known import Indexes, Int64s, KnownRows, SeenSkus, UInt32s
+from service.product import sku_hash
+
+ErrorRow = tuple[int, str | None, str, str, str]
+
+
+class Recogniser:
+    def __init__(self, known: KnownRows | None, tail: str, delimiter: str) -> None:
+        self.known = known
+        self.seen = SeenSkus() if known is not None else None
+        self._suffix = b",%d,%d" + tail.encode() + b"\n" if tail else b",%d,%d,%d\n"
+        self._direct = bool(tail)
+        self._delimiter = delimiter
+        self.unchanged = 0
+        self.duplicates = 0
+        self.staged = 0
+        # rows waiting for the next flush, in line order
+        self._lines: list[int] = []
+        self._canon: list[bytes] = []
+        self._hashes: list[Int64s] = []
+        self._index: list[Indexes] = []
+        self._slow_hashes: list[int] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._lines)
+
+    def add_block(
+        self, first_line: int, canon: list[bytes], hashes: Int64s, index: Indexes
+    ) -> None:
+        self._close_slow()
+        self._lines.extend(range(first_line, first_line + len(canon)))
+        self._canon.extend(canon)
+        self._hashes.append(hashes)
+        self._index.append(index)
+
+    def add_row(self, line: int, canon: bytes, row_hash: int) -> None:
+        self._lines.append(line)
+        self._canon.append(canon)
+        self._slow_hashes.append(row_hash)
+
+    def _close_slow(self) -> None:
+        if not self._slow_hashes:
+            return
+        hashes = np.array(self._slow_hashes, np.int64)
+        self._slow_hashes = []
+        self._hashes.append(hashes)
+        known = self.known
+        self._index.append(
+            known.match_rows(hashes) if known is not None else np.full(len(hashes), -1, np.intp)
+        )
+
+    def flush(self, errors: list[ErrorRow]) -> bytes:
+        """The COPY text of the pending rows; duplicates go to ``errors``."""
+        self._close_slow()
+        if not self._lines:
+            return b""
+        canon = self._canon
+        lines: UInt32s = np.array(self._lines, np.uint32)
+        hashes: Int64s = np.concatenate(self._hashes)
+        index: Indexes = np.concatenate(self._index)
+        self._lines, self._canon, self._hashes, self._index = [], [], [], []
+        new = np.flatnonzero(index < 0)
+        sku_hashes = np.zeros(len(canon), np.int64)
+        sku_hashes[new] = [sku_hash(canon[i][: canon[i].index(b",")]) for i in new.tolist()]
+        if self.known is None:
+            self.staged += len(canon)
+            return self._copy_text(canon, range(len(canon)), hashes, sku_hashes, lines)
+        stored = index.copy()
+        stored[new] = self.known.match_skus(sku_hashes[new])
+        first = np.zeros(len(canon), np.uint32)
+        mine = stored >= 0
+        if mine.any():
+            first[mine] = self.known.first_seen(stored[mine], lines[mine])
+        others = np.flatnonzero(~mine)
+        if len(others):
+            assert self.seen is not None
+            first[others] = self.seen.first_seen(sku_hashes[others], lines[others])
+        duplicate = first != lines
+        for i in np.flatnonzero(duplicate).tolist():
+            errors.append(self._duplicate(canon[i], int(lines[i]), int(first[i])))
+        self.duplicates += int(duplicate.sum())
+        unchanged = (index >= 0) & ~duplicate
+        self.unchanged += int(unchanged.sum())
+        write = np.flatnonzero(~unchanged & ~duplicate).tolist()
+        self.staged += len(write)
+        return self._copy_text(canon, write, hashes, sku_hashes, lines)
+
+    def _copy_text(
+        self,
+        canon: list[bytes],
+        rows: list[int] | range,
+        hashes: Int64s,
+        sku_hashes: Int64s,
+        lines: UInt32s,
+    ) -> bytes:
+        suffix = self._suffix
+        rh = hashes.tolist()
+        sh = sku_hashes.tolist()
+        if self._direct:
+            return b"".join(canon[i] + suffix % (rh[i], sh[i]) for i in rows)
+        ln = lines.tolist()
+        return b"".join(canon[i] + suffix % (rh[i], sh[i], ln[i]) for i in rows)
+
+    def _duplicate(self, canon: bytes, line: int, first: int) -> ErrorRow:
+        fields = next(csv.reader(io.StringIO(canon.decode(), newline="")))
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=self._delimiter, lineterminator="").writerow(
+            [fields[0], fields[1], fields[3], fields[4]]
+        )
+        return (
+            line,
+            "sku",
+            "DUPLICATE_SKU",
+            f"sku {fields[0]!r} already appears on line {first}",
+            buf.getvalue(),
+        )
+
+    def gone(self) -> list[int]:
+        """Row hashes of stored products whose sku the file never held (snapshot deletes)."""
+        return self.known.gone().tolist() if self.known is not None else []

@@ -1,0 +1,114 @@
+"""One run's parse worker: spawned, fed (the stored hashes, then the file), heard, stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from consumer.frames import Frame, WorkerConfig, decoder
+from service.s3 import S3Uri, read_stream
+
+
+class WorkerSession:
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.proc = proc
+        self.name = name
+        self._stdin = proc.stdin
+        self._stdout = proc.stdout
+        self._feeder: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def spawn(cls, cfg: WorkerConfig, name: str) -> WorkerSession:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "consumer.parse_worker",
+            msgspec.json.encode(cfg).decode(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=1024 * 1024,
+            # Its own session: a signal to the consumer's process group (Ctrl-C, systemd's
+            # SIGTERM) must reach only the consumer, which drains its runs and then ends the
+            # worker itself (stdin closed, or killed on abandon).
+            start_new_session=True,
+        )
+        return cls(proc, name)
+
+    async def __aenter__(self) -> WorkerSession:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- to the worker --------------------------------------------------------------------
+
+    async def send_chunk(self, data: bytes) -> None:
+        """One length-prefixed chunk of the stored hashes (an empty one ends them)."""
+        self._stdin.write(len(data).to_bytes(4, "big") + data)
+        await self._stdin.drain()
+
+    def feed_file(self, s3: Any, uri: S3Uri, etag: str, on_chunk: Callable[[int], None]) -> None:
+        """Stream the object to the worker's stdin, in a task of its own."""
+
+        async def feed() -> None:
+            try:
+                async for chunk in read_stream(s3, uri, if_match=etag):
+                    on_chunk(len(chunk))
+                    self._stdin.write(chunk)
+                    await self._stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the worker stopped reading (a fatal fault it reports itself)
+            finally:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._stdin.close()
+
+        self._feeder = asyncio.create_task(feed(), name=f"s3-feed-{self.name}")
+
+    async def file_sent(self) -> None:
+        """Wait for the whole file to be sent (raises what reading it raised)."""
+        if self._feeder is not None:
+            await self._feeder
+
+    # -- from the worker ------------------------------------------------------------------
+
+    async def next_frame(self) -> Frame | None:
+        try:
+            head = await self._stdout.readexactly(4)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise
+        frame: Frame = decoder.decode(await self._stdout.readexactly(int.from_bytes(head, "big")))
+        return frame
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        while (frame := await self.next_frame()) is not None:
+            yield frame
+
+    async def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        try:
+            data = await asyncio.wait_for(self.proc.stderr.read(4096), 2)
+        except TimeoutError:
+            return ""
+        return data.decode(errors="replace")[-2000:]
+
+    async def stop(self) -> None:
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await self._feeder
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
