@@ -127,7 +127,8 @@ class Stack:
             if '"run_completed"' in line:
                 event = json.loads(line)
                 phases = " ".join(f"{k[:-3]}={v}" for k, v in event.get("phases_ms", {}).items())
-                return f"{phases} fast_rows={event.get('fast_path_rows')}"
+                load = event.get("load") or {}
+                return f"{phases} path={load.get('path')} worker={load.get('worker_ms')}"
         return ""
 
     @property

@@ -20,6 +20,7 @@ from consumer import load, runs, stage
 from consumer.metrics import ConsumerMetrics
 from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled
 from consumer.runs import ClaimedRun
+from consumer.session import Spawner
 from service.contracts import EffectiveOptions, ValidationResult
 from service.errors import InvalidRequest, JobFailure
 from service.logs import get_logger
@@ -48,6 +49,7 @@ class Deps(msgspec.Struct):
     pool: asyncpg.Pool
     s3: Any
     metrics: ConsumerMetrics | None = None
+    spawner: Spawner = msgspec.field(default_factory=Spawner)
 
 
 def _ms(since: float) -> int:
@@ -173,7 +175,9 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
     progress.started = started
     errors = ErrorSink(deps.pool, run)
     async with deps.pool.acquire() as conn, conn.transaction():
-        result = await load.load(conn, deps.settings, deps.s3, run, (uri, info), progress, errors)
+        result = await load.load(
+            conn, deps.settings, deps.s3, run, (uri, info), progress, errors, deps.spawner
+        )
         if not run.options.dry_run:
             await stage.mark_loaded(conn, run.feed_id)
         await _complete(conn, run, result, info.etag, info.size)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -175,13 +176,14 @@ class FastPath:
         return out
 
     def _values_ok(self, found: list[tuple[str, ...]] | list[str]) -> bool:
-        columns: list[tuple[str, ...]]
+        columns: list[set[str]]
         if len(self._cleaners) == 1:
-            columns = [tuple(found)]  # type: ignore[arg-type]
-        else:
-            columns = list(zip(*found, strict=True))
+            columns = [set(found)]  # type: ignore[arg-type]  # one group: findall gives str
+        else:  # one set per column, straight from the tuples (no transposed copy)
+            columns = [set(map(itemgetter(i), found)) for i in range(len(self._cleaners))]
         for values, clean, good in zip(columns, self._cleaners, self._good, strict=True):
-            for value in set(values) - good:
+            values -= good
+            for value in values:
                 if value:
                     try:
                         if clean(value) != value:

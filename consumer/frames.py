@@ -28,8 +28,10 @@ class End(msgspec.Struct, tag="end"):
     fast_rows: int = 0  # rows taken by the fast path (consumer/fastpath.py)
     unchanged: int = 0  # rows recognised as stored (recognising runs only)
     gone: list[int] = []  # row hashes of stored products the file no longer holds
+    fresh: int = -1  # rows staged for skus not stored live (-1: not known, staged path)
     known_rows: int = 0  # stored products the worker knew
     known_bytes: int = 0  # the memory they took (consumer/known.py)
+    timings_ms: dict[str, int] = {}  # the worker's own: known (read + sorted), cpu, wall
 
 
 class Fatal(msgspec.Struct, tag="fatal"):

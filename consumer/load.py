@@ -27,7 +27,7 @@ from consumer import stage
 from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
 from consumer.progress import ErrorSink, Progress
 from consumer.runs import ClaimedRun
-from consumer.session import WorkerSession
+from consumer.session import Spawner, WorkerSession
 from service.contracts import ValidationResult
 from service.errors import JobFailure
 from service.s3 import ObjectInfo, S3Uri
@@ -40,6 +40,12 @@ def _ms(since: float) -> int:
 
 def _n(value: int) -> str:
     return f"{value:,}"
+
+
+# A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
+# (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way
+# against 0.42 s by a hash join, 500k in 3.5 s against 4.3 s.
+FEW = 0.6
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -84,12 +90,13 @@ async def load(
     source: tuple[S3Uri, ObjectInfo],
     progress: Progress,
     errors: ErrorSink,
+    spawner: Spawner,
 ) -> ValidationResult:
     started = progress.started
     phases = run.phases
     await stage.lock_feed(conn, run.feed_id)
     chosen = await plan(conn, settings, run)
-    async with await WorkerSession.spawn(chosen.config, run.job_id) as worker:
+    async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
         if chosen.recognise:
             if not chosen.direct:
                 await stage.copy_stored_hashes(conn, run.feed_id, worker.send_chunk)
@@ -105,6 +112,7 @@ async def load(
         "fast_rows": end.fast_rows,
         "known_rows": end.known_rows,
         "known_bytes": end.known_bytes,
+        "worker_ms": end.timings_ms,
     }
     phases["copy_ms"] = _ms(started)
     rows_valid = end.rows_valid
@@ -261,8 +269,17 @@ async def _write(
     if run.options.dry_run:
         counts = await stage.dry_counts(conn, table, run.feed_id, snapshot=snapshot, gone=gone)
     else:
+        end = streamed.end
+        staged = end.rows_valid - end.unchanged
         counts = await stage.merge(
-            conn, table, run.feed_id, run.job_id, snapshot=snapshot, gone=gone
+            conn,
+            table,
+            run.feed_id,
+            run.job_id,
+            snapshot=snapshot,
+            gone=gone,
+            few=chosen.recognise and staged <= FEW * end.known_rows,
+            fresh=end.fresh != 0,
         )
     await stage.drop_stage(conn, table)
     return counts

@@ -1,6 +1,7 @@
 """The parse worker: a child process that turns a CSV on stdin into frames on stdout.
 
-``python -m consumer.parse_worker '<WorkerConfig JSON>'``. It reads the feed's stored
+``python -m consumer.parse_worker``, then on stdin: its ``WorkerConfig`` (length-prefixed
+JSON), the feed's stored
 hashes (when it recognises rows), then the file (un-gzipping it), validates every row,
 recognises the unchanged ones, and writes the rest as CSV ready for COPY, plus rejections,
 in batches. Running it in its own process keeps the consumer's event loop free for
@@ -10,6 +11,7 @@ heartbeats, lease renewals and acks, and uses the second core.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -65,14 +67,24 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
                 return
             yield data
 
+    started, cpu = time.monotonic(), time.process_time()
     known = read_known(stdin) if cfg.recognise else None
+    timings = {"known": round((time.monotonic() - started) * 1000)}
     inflater = Inflater(chunks(), cfg.max_inflated_bytes, cfg.max_inflate_ratio)
     try:
         source = LineSource(inflater)
         reader = RecordReader(source, cfg.delimiter)
         first = next(iter(reader), None)
         if first is None:
-            emit(_end(End(0, 0, 0, inflater.inflated), Recogniser(known, "", cfg.delimiter)))
+            emit(
+                _end(
+                    End(0, 0, 0, inflater.inflated),
+                    Recogniser(known, "", cfg.delimiter),
+                    timings,
+                    started,
+                    cpu,
+                )
+            )
             return
         if first.fields is None:
             emit(
@@ -91,17 +103,21 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
         rows = Recogniser(known, cfg.direct_tail, cfg.delimiter)
         end = _rows(reader, source, info, cfg, rows, emit)
         end.inflated_bytes = inflater.inflated
-        emit(_end(end, rows))
+        emit(_end(end, rows, timings, started, cpu))
     except DecompressionLimit as exc:
         emit(Fatal("DECOMPRESSION_LIMIT", exc.message, exc.details))
 
 
-def _end(end: End, rows: Recogniser) -> End:
+def _end(end: End, rows: Recogniser, timings: dict[str, int], started: float, cpu: float) -> End:
+    timings["cpu"] = round((time.process_time() - cpu) * 1000)
+    timings["wall"] = round((time.monotonic() - started) * 1000)
+    end.timings_ms = timings
     end.unchanged = rows.unchanged
     end.rows_valid -= rows.duplicates
     end.rows_rejected += rows.duplicates
     if rows.known is not None:
         end.gone = rows.gone()
+        end.fresh = rows.fresh
         end.known_rows = len(rows.known)
         end.known_bytes = rows.known.nbytes + (rows.seen.nbytes if rows.seen else 0)
     return end
@@ -173,14 +189,17 @@ def _rows(
 
 
 def main() -> None:
-    cfg = WorkerConfig()
-    if len(sys.argv) > 1:
-        cfg = msgspec.json.decode(sys.argv[1], type=WorkerConfig)
+    stdin = sys.stdin.buffer
     try:
-        process(sys.stdin.buffer, sys.stdout.buffer, cfg)
+        # Started ahead of its run (consumer.session.Spawner): the configuration comes first.
+        size = int.from_bytes(_read_exactly(stdin, 4), "big")
+        cfg = msgspec.json.decode(_read_exactly(stdin, size), type=WorkerConfig)
+        process(stdin, sys.stdout.buffer, cfg)
         sys.stdout.buffer.flush()
     except BrokenPipeError:  # the consumer stopped listening (cancel, failure): just go
         sys.stderr.close()
+    except EOFError:  # stdin closed early: a spare nobody took, or a run given up
+        return
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import csv
 import io
 
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
 from consumer.known import Indexes, Int64s, KnownRows, SeenSkus, UInt32s
-from service.product import sku_hash
 
 ErrorRow = tuple[int, str | None, str, str, str]
 
@@ -33,28 +33,30 @@ class Recogniser:
         self.unchanged = 0
         self.duplicates = 0
         self.staged = 0
+        self.fresh = 0  # staged rows of skus not stored live (new, or deleted and back)
         # rows waiting for the next flush, in line order
-        self._lines: list[int] = []
+        self._lines: list[UInt32s] = []
         self._canon: list[bytes] = []
         self._hashes: list[Int64s] = []
         self._index: list[Indexes] = []
+        self._slow_lines: list[int] = []
         self._slow_hashes: list[int] = []
 
     @property
     def pending(self) -> int:
-        return len(self._lines)
+        return len(self._canon)
 
     def add_block(
         self, first_line: int, canon: list[bytes], hashes: Int64s, index: Indexes
     ) -> None:
         self._close_slow()
-        self._lines.extend(range(first_line, first_line + len(canon)))
+        self._lines.append(np.arange(first_line, first_line + len(canon), dtype=np.uint32))
         self._canon.extend(canon)
         self._hashes.append(hashes)
         self._index.append(index)
 
     def add_row(self, line: int, canon: bytes, row_hash: int) -> None:
-        self._lines.append(line)
+        self._slow_lines.append(line)
         self._canon.append(canon)
         self._slow_hashes.append(row_hash)
 
@@ -62,7 +64,9 @@ class Recogniser:
         if not self._slow_hashes:
             return
         hashes = np.array(self._slow_hashes, np.int64)
+        self._lines.append(np.array(self._slow_lines, np.uint32))
         self._slow_hashes = []
+        self._slow_lines = []
         self._hashes.append(hashes)
         known = self.known
         self._index.append(
@@ -72,16 +76,19 @@ class Recogniser:
     def flush(self, errors: list[ErrorRow]) -> bytes:
         """The COPY text of the pending rows; duplicates go to ``errors``."""
         self._close_slow()
-        if not self._lines:
+        if not self._canon:
             return b""
         canon = self._canon
-        lines: UInt32s = np.array(self._lines, np.uint32)
+        lines: UInt32s = np.concatenate(self._lines)
         hashes: Int64s = np.concatenate(self._hashes)
         index: Indexes = np.concatenate(self._index)
         self._lines, self._canon, self._hashes, self._index = [], [], [], []
         new = np.flatnonzero(index < 0)
         sku_hashes = np.zeros(len(canon), np.int64)
-        sku_hashes[new] = [sku_hash(canon[i][: canon[i].index(b",")]) for i in new.tolist()]
+        skus = (canon[i][: canon[i].index(b",")] for i in new.tolist())
+        sku_hashes[new] = np.fromiter(map(xxh3_64_intdigest, skus), np.uint64, len(new)).view(
+            np.int64
+        )  # service.product.sku_hash, for a whole block at once
         if self.known is None:
             self.staged += len(canon)
             return self._copy_text(canon, range(len(canon)), hashes, sku_hashes, lines)
@@ -101,7 +108,9 @@ class Recogniser:
         self.duplicates += int(duplicate.sum())
         unchanged = (index >= 0) & ~duplicate
         self.unchanged += int(unchanged.sum())
-        write = np.flatnonzero(~unchanged & ~duplicate).tolist()
+        write_mask = ~unchanged & ~duplicate
+        self.fresh += int((write_mask & (stored < 0)).sum())
+        write = np.flatnonzero(write_mask).tolist()
         self.staged += len(write)
         return self._copy_text(canon, write, hashes, sku_hashes, lines)
 

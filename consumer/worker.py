@@ -106,6 +106,7 @@ class Consumer:
             await migrate(conn)
         s3 = await self._stack.enter_async_context(s3_client(s))
         self.deps = etl.Deps(settings=s, pool=pool, s3=s3, metrics=self.metrics)
+        self._stack.push_async_callback(self.deps.spawner.close)
         self.scheduler.maintenance = functools.partial(retention.run_pass, pool, s3, s)
         if s.consumer_metrics_port:
             runner = await metrics.serve(

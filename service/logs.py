@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,8 +22,49 @@ def _json_line(event: dict[str, Any], **_: Any) -> bytes:
     return _JSON.encode(event)
 
 
+class AccessLog:
+    """The gateway's one line per request, written straight to stdout.
+
+    It is the same JSON object structlog would write (event, the request's fields and ids,
+    level, logger, ts), built without structlog's processor chain: at thousands of polls a
+    second the chain cost a quarter of the gateway's time. Only with the JSON format at
+    INFO or below; otherwise (console format, tests) lines go through structlog as usual."""
+
+    def __init__(self) -> None:
+        self.stream: Any = None  # a binary stream when the fast path is on
+        self._second = -1
+        self._prefix = ""
+
+    def configure(self, stream: Any) -> None:
+        self.stream = stream
+
+    def _ts(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # the date and time are formatted once a second
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+    def write(self, fields: dict[str, Any]) -> bool:
+        """Write the line (False: the fast path is off, log through structlog)."""
+        stream = self.stream
+        if stream is None:
+            return False
+        fields["level"] = "info"
+        fields["logger"] = "service.http"
+        fields["ts"] = self._ts()
+        stream.write(_JSON.encode(fields) + b"\n")
+        return True
+
+
+ACCESS = AccessLog()
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level)
+    fast = settings.log_format != "console" and level <= logging.INFO
+    ACCESS.configure(sys.stdout.buffer if fast else None)
     renderer: structlog.types.Processor
     factory: Any
     if settings.log_format == "console":

@@ -12,6 +12,7 @@ from service.bus import Names
 from service.db import create_pool, ensure_database
 from service.http import appkeys, protocol, routes_feeds, routes_jobs, routes_ops
 from service.http.auth import KeyCache
+from service.http.jobs_view import BODIES, Bodies
 from service.http.metrics import METRICS, Metrics
 from service.http.middleware import authenticate, request_context
 from service.http.ratelimit import RateLimiter
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.SETTINGS] = settings
     app[appkeys.WATCHER] = JobWatcher(settings.database_url)
     app[appkeys.KEYS] = KeyCache()
+    app[BODIES] = Bodies()
     app[appkeys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[appkeys.BAD_KEY_LIMITER] = RateLimiter(
         settings.bad_key_rate_per_second, settings.bad_key_burst

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import asyncpg
 import msgspec
 from aiohttp import web
@@ -47,6 +49,27 @@ def is_terminal(row: asyncpg.Record) -> bool:
     return row["status"] in TERMINAL_STATUSES
 
 
+class Bodies:
+    """Encoded job bodies by ETag: a job's representation changes only with its version,
+    so a poll of an unchanged job sends bytes encoded once. Bounded, oldest out first. Only
+    handed out after the job's owner was checked (routes_jobs._load)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._size = size
+
+    def of(self, row: asyncpg.Record, etag: str) -> bytes:
+        body = self._bodies.get(etag)
+        if body is None:
+            body = self._bodies[etag] = encode(job_view(row))
+            if len(self._bodies) > self._size:
+                self._bodies.popitem(last=False)
+        return body
+
+
+BODIES = web.AppKey("job_bodies", Bodies)
+
+
 def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200) -> web.Response:
     etag = etag_of(row)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
@@ -56,7 +79,7 @@ def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200
         return web.Response(status=304, headers=headers)
     return web.Response(
         status=status,
-        body=encode(job_view(row)),
+        body=request.app[BODIES].of(row, etag),
         headers=headers,
         content_type="application/json",
         charset="utf-8",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -45,9 +47,19 @@ class Metrics:
         self.rows = Gauge(
             "feedjobs_rows_processed", "Rows read by completed runs", registry=self.registry
         )
+        # The labelled child of each (route, method, status) seen, looked up once: labels()
+        # costs more than the observation itself, on every request.
+        self._children: dict[tuple[str, str, int], Any] = {}
         self.long_polls = Gauge(
             "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
         )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.latency.labels(route, method, str(status))
+        child.observe(seconds)
 
     async def refresh(self, pool: asyncpg.Pool, waiting: int) -> None:
         self.jobs.clear()

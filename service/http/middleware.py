@@ -25,7 +25,7 @@ from service.http import appkeys
 from service.http.metrics import METRICS
 from service.http.ratelimit import RateLimiter
 from service.ids import is_correlation_id
-from service.logs import get_logger
+from service.logs import ACCESS, get_logger
 from service.store.keys import Principal
 
 log = get_logger("service.http")
@@ -125,18 +125,28 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     response.headers["x-request-id"] = request_id
     elapsed = time.perf_counter() - started
     route = request.match_info.route.resource
-    request.app[METRICS].latency.labels(
-        route.canonical if route is not None else "unmatched", request.method, str(response.status)
-    ).observe(elapsed)
-    p = request.get(PRINCIPAL)
-    log.info(
-        "http_request",
-        method=request.method,
-        path=request.path,
-        status=response.status,
-        tenant=p.tenant if p else None,
-        duration_ms=round(elapsed * 1000, 2),
+    request.app[METRICS].observe(
+        route.canonical if route is not None else "unmatched",
+        request.method,
+        response.status,
+        elapsed,
     )
+    p = request.get(PRINCIPAL)
+    line = {
+        "event": "http_request",
+        "method": request.method,
+        "path": request.path,
+        "status": response.status,
+        "tenant": p.tenant if p else None,
+        "duration_ms": round(elapsed * 1000, 2),
+        "request_id": request_id,
+        **ids,
+    }
+    if not ACCESS.write(line):
+        del line["event"], line["request_id"]
+        for key in ids:
+            del line[key]
+        log.info("http_request", **line)
     return response
 
 

@@ -39,3 +39,22 @@ def test_every_stdout_line_is_json_with_event_level_and_time():
         "ZeroDivisionError" in lines[2]["exception"]
         and "ZeroDivisionError" in lines[3]["exception"]
     )
+
+
+def test_the_access_line_is_the_json_object_structlog_would_write():
+    import io
+    import re
+
+    from service.logs import AccessLog
+
+    access = AccessLog()
+    assert access.write({"event": "http_request"}) is False  # off: structlog writes it
+    out = io.BytesIO()
+    access.configure(out)
+    fields = {"event": "http_request", "status": 200, "request_id": "r-1", "job_id": "JV1"}
+    assert access.write(fields) is True
+    line = json.loads(out.getvalue())
+    assert line["event"] == "http_request" and line["job_id"] == "JV1"
+    assert line["level"] == "info" and line["logger"] == "service.http"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["ts"])
+    assert out.getvalue().endswith(b"}\n") and out.getvalue().count(b"\n") == 1
