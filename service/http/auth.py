@@ -22,6 +22,15 @@ class KeyCache:
         self.ttl = ttl
         self._entries: dict[bytes, tuple[float, Principal]] = {}
 
+    def cached(self, key: str | None) -> Principal | None:
+        """The key's principal if it is cached and fresh (no await: every poll asks)."""
+        if not key:
+            return None
+        hit = self._entries.get(keys_store.hash_key(key))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     async def authenticate(self, pool: asyncpg.Pool, key: str | None) -> Principal:
         if not key:
             raise Unauthorized()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -49,38 +50,43 @@ def is_terminal(row: asyncpg.Record) -> bool:
     return row["status"] in TERMINAL_STATUSES
 
 
+class Rendered(NamedTuple):
+    etag: str
+    body: bytes
+    headers: dict[str, str]  # ETag, Cache-Control, Retry-After (if any), Content-Type
+
+
 class Bodies:
-    """Encoded job bodies by ETag: a job's representation changes only with its version,
-    so a poll of an unchanged job sends bytes encoded once. Bounded, oldest out first. Only
-    handed out after the job's owner was checked (routes_jobs._load)."""
+    """Rendered job versions by ETag: a job's representation changes only with its
+    version, so a poll of an unchanged job sends bytes and headers prepared once. Bounded,
+    oldest out first. Only handed out after the job's owner was checked
+    (routes_jobs._load)."""
 
     def __init__(self, size: int = 10_000) -> None:
-        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._rendered: OrderedDict[str, Rendered] = OrderedDict()
         self._size = size
 
-    def of(self, row: asyncpg.Record, etag: str) -> bytes:
-        body = self._bodies.get(etag)
-        if body is None:
-            body = self._bodies[etag] = encode(job_view(row))
-            if len(self._bodies) > self._size:
-                self._bodies.popitem(last=False)
-        return body
+    def of(self, row: asyncpg.Record) -> Rendered:
+        etag = etag_of(row)
+        hit = self._rendered.get(etag)
+        if hit is None:
+            headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+            if row["retry_after"] is not None:
+                headers["Retry-After"] = str(row["retry_after"])
+            headers["Content-Type"] = "application/json; charset=utf-8"
+            hit = self._rendered[etag] = Rendered(etag, encode(job_view(row)), headers)
+            if len(self._rendered) > self._size:
+                self._rendered.popitem(last=False)
+        return hit
 
 
 BODIES = web.AppKey("job_bodies", Bodies)
 
 
 def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200) -> web.Response:
-    etag = etag_of(row)
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if row["retry_after"] is not None:
-        headers["Retry-After"] = str(row["retry_after"])
-    if status == 200 and etag_matches(request.headers.get("If-None-Match"), etag):
+    rendered = request.app[BODIES].of(row)
+    if status == 200 and etag_matches(request.headers.get("If-None-Match"), rendered.etag):
+        headers = dict(rendered.headers)
+        del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
-    return web.Response(
-        status=status,
-        body=request.app[BODIES].of(row, etag),
-        headers=headers,
-        content_type="application/json",
-        charset="utf-8",
-    )
+    return web.Response(status=status, body=rendered.body, headers=rendered.headers)

@@ -153,17 +153,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if not any(path == p or path.startswith(p + "/") for p in PROTECTED):
+    if not _protected(path):
         return await handler(request)
     app = request.app
-    try:
-        p = await app[appkeys.KEYS].authenticate(
-            app[appkeys.POOL], request.headers.get("x-api-key")
-        )
-    except Unauthorized:
-        # Failed keys are throttled per client address: guessing keys costs time too.
-        _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
-        raise
+    key = request.headers.get("x-api-key")
+    p = app[appkeys.KEYS].cached(key)
+    if p is None:
+        try:
+            p = await app[appkeys.KEYS].authenticate(app[appkeys.POOL], key)
+        except Unauthorized:
+            # Failed keys are throttled per client address: guessing keys costs time too.
+            _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
+            raise
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
     limiter = app[appkeys.LIMITER]
@@ -179,6 +180,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     headers["RateLimit-Remaining"] = str(remaining)
     headers["RateLimit-Reset"] = "0"
     return response
+
+
+def _protected(path: str) -> bool:
+    """``/jobs``, ``/feeds`` and everything under them."""
+    for prefix in PROTECTED:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return True
+    return False
 
 
 def _take(limiter: RateLimiter, key: Hashable, what: str) -> int:
