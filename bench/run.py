@@ -186,17 +186,23 @@ async def timed_run(
     return elapsed, job["result"]
 
 
+PEAKS: dict[str, int] = {}  # peak RSS per process role, for the breakdown printed
+
+
 async def sample_rss(proc: psutil.Process, out: list[int]) -> None:
-    """Peak resident memory of the consumer and its parse worker, summed."""
+    """Peak resident memory of the consumer and its children (the run's parse worker and
+    the spare one waiting for the next run), summed."""
     while True:
         try:
-            total = proc.memory_info().rss + sum(
-                c.memory_info().rss for c in proc.children(recursive=True)
-            )
-            out.append(total)
+            parts = {"consumer": proc.memory_info().rss}
+            for i, child in enumerate(proc.children(recursive=True)):
+                parts[f"child{i}"] = child.memory_info().rss
+            out.append(sum(parts.values()))
+            for role, rss in parts.items():
+                PEAKS[role] = max(PEAKS.get(role, 0), rss)
         except psutil.Error:
             pass
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
 
 
 def psql_copy(db_url: str, path: Path) -> float:
@@ -339,6 +345,7 @@ async def memory_cases(stack: Stack, rows: int, peak_1x: int) -> list[Row]:
         _, jv = await new_feed(session, stack, big)
         await timed_run(session, stack, jv, {}, rss_cold)
         await timed_run(session, stack, jv, {"force": True}, rss_rerun)
+    print("  peak RSS by process (MB):", {k: round(v / 2**20) for k, v in PEAKS.items()})
     load = last_load(stack)
     per_product = load.get("known_bytes", 0) / max(load.get("known_rows", 0), 1)
     mb = 2**20
@@ -361,6 +368,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only the 4x-rows RSS cases")
     args = ap.parse_args()
     n = args.rows
     files = {
@@ -373,11 +381,13 @@ async def main() -> None:
     db_url = await fresh_db("feedjobs_bench")
     stack = Stack({**os.environ, "LOG_LEVEL": "INFO"}, db_url, s3)  # INFO: run phases
     try:
-        refs = sorted(psql_copy(db_url, files["base"]) for _ in range(3))
-        ref = refs[1]
+        refs = sorted(psql_copy(db_url, files["base"]) for _ in range(1 if args.memory_only else 3))
+        ref = refs[len(refs) // 2]
         print(f"reference \\copy: {', '.join(f'{r:.2f}' for r in refs)} s (median {ref:.2f})")
         stack.start()
-        rows, rss = await etl_cases(stack, db_url, n, ref, files)
+        rows, rss = [], [0]
+        if not args.memory_only:
+            rows, rss = await etl_cases(stack, db_url, n, ref, files)
         if not args.no_memory:
             rows += await memory_cases(stack, n, max(rss))
     finally:

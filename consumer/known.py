@@ -52,11 +52,16 @@ def parse_copy(chunks: Iterator[bytes]) -> tuple[Int64s, Int64s]:
     _take(buf, rows, skus)
     if not header_done or bytes(buf) != b"\xff\xff":
         raise ValueError("binary COPY stream cut short")
-    empty = np.empty(0, np.int64)
-    return (
-        np.concatenate(rows) if rows else empty,
-        np.concatenate(skus) if skus else empty,
-    )
+    return _joined(rows), _joined(skus)
+
+
+def _joined(parts: list[Int64s]) -> Int64s:
+    """One array of ``parts``, emptying the list as it goes (peak: the parts plus one)."""
+    if not parts:
+        return np.empty(0, np.int64)
+    whole = np.concatenate(parts)
+    parts.clear()
+    return whole
 
 
 def _take(buf: bytearray, rows: list[Int64s], skus: list[Int64s]) -> None:
@@ -75,12 +80,19 @@ def _take(buf: bytearray, rows: list[Int64s], skus: list[Int64s]) -> None:
 
 class KnownRows:
     def __init__(self, row_hashes: Int64s, sku_hashes: Int64s) -> None:
+        """Takes the arrays over (pass them and drop them: memory is the point here)."""
         order = np.argsort(row_hashes)
         self.rows: Int64s = row_hashes[order]
+        del row_hashes
         self.skus: Int64s = sku_hashes[order]
-        del order
+        del sku_hashes, order
         self.by_sku: UInt32s = np.argsort(self.skus).astype(np.uint32)
         self.first_line: UInt32s = np.zeros(len(self.rows), np.uint32)
+
+    @classmethod
+    def from_copy(cls, chunks: Iterator[bytes]) -> KnownRows:
+        pair = list(parse_copy(chunks))
+        return cls(pair.pop(0), pair.pop(0))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -133,9 +145,14 @@ def _first_seen(first_line: UInt32s, index: Indexes, lines: UInt32s) -> UInt32s:
     return result
 
 
+# Runs are merged up to this many skus: merging two big runs needs a copy of both (and the
+# sort order) at once, which at millions of skus would cost more memory than the runs.
+MAX_RUN = 1 << 19
+
+
 class SeenSkus:
     """Sku hashes met in this file (not stored ones) with their first line, as sorted runs
-    merged like a binary counter: O(log n) runs, 12 bytes a sku."""
+    merged like a binary counter up to ``MAX_RUN``: few runs, 12 bytes a sku."""
 
     def __init__(self) -> None:
         self._runs: list[tuple[Int64s, UInt32s]] = []
@@ -164,7 +181,11 @@ class SeenSkus:
 
     def _add(self, keys: Int64s, lines: UInt32s) -> None:
         self._runs.append((keys, lines))
-        while len(self._runs) > 1 and len(self._runs[-1][0]) >= len(self._runs[-2][0]) // 2:
+        while (
+            len(self._runs) > 1
+            and len(self._runs[-1][0]) >= len(self._runs[-2][0]) // 2
+            and len(self._runs[-1][0]) + len(self._runs[-2][0]) <= MAX_RUN
+        ):
             (k2, v2), (k1, v1) = self._runs.pop(), self._runs.pop()
             k = np.concatenate((k1, k2))
             v = np.concatenate((v1, v2))

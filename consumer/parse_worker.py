@@ -21,7 +21,7 @@ from consumer.csvread import FIELD_LIMIT, LineSource, RecordReader
 from consumer.fastpath import FastPath
 from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, pack
 from consumer.inflate import DecompressionLimit, Inflater
-from consumer.known import KnownRows, parse_copy
+from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
 from consumer.rules import RowFault
 from consumer.validate import HeaderInfo, RowValidator
@@ -45,8 +45,7 @@ def read_known(stdin: BinaryIO) -> KnownRows:
                 return
             yield _read_exactly(stdin, size)
 
-    rows, skus = parse_copy(chunks())
-    return KnownRows(rows, skus)
+    return KnownRows.from_copy(chunks())
 
 
 def _read_exactly(stdin: BinaryIO, size: int) -> bytes:

@@ -47,7 +47,9 @@ async def _start() -> asyncio.subprocess.Process:
 
 class Spawner:
     """Starts parse workers one ahead: a run takes a worker that has already started and
-    imported its modules (about 0.1 s) and waits on stdin for its configuration."""
+    imported its modules (about 0.1 s) and waits on stdin for its configuration. The spare
+    is started when a run's worker ends, not while it works: it would otherwise sit beside
+    the busy worker's memory (about 30 MB) for the whole run."""
 
     def __init__(self) -> None:
         self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
@@ -61,9 +63,12 @@ class Spawner:
                 proc = await task
         if proc is None or proc.returncode is not None:
             proc = await _start()
-        if not self._closed:
-            self._spare = asyncio.create_task(_start(), name="parse-worker-spare")
         return proc
+
+    def replenish(self) -> None:
+        """Start a spare for the next run, unless one is on its way."""
+        if not self._closed and self._spare is None:
+            self._spare = asyncio.create_task(_start(), name="parse-worker-spare")
 
     async def close(self) -> None:
         self._closed = True
@@ -78,17 +83,20 @@ class Spawner:
 
 
 class WorkerSession:
-    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, name: str, spawner: Spawner | None = None
+    ) -> None:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self.proc = proc
         self.name = name
         self._stdin = proc.stdin
         self._stdout = proc.stdout
         self._feeder: asyncio.Task[None] | None = None
+        self._spawner = spawner
 
     @classmethod
     async def spawn(cls, cfg: WorkerConfig, name: str, spawner: Spawner) -> WorkerSession:
-        session = cls(await spawner.take(), name)
+        session = cls(await spawner.take(), name, spawner)
         config = msgspec.json.encode(cfg)
         session._stdin.write(len(config).to_bytes(4, "big") + config)
         return session
@@ -163,3 +171,5 @@ class WorkerSession:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.proc.wait()
+        if self._spawner is not None:
+            self._spawner.replenish()

@@ -107,6 +107,7 @@ class Consumer:
         s3 = await self._stack.enter_async_context(s3_client(s))
         self.deps = etl.Deps(settings=s, pool=pool, s3=s3, metrics=self.metrics)
         self._stack.push_async_callback(self.deps.spawner.close)
+        self.deps.spawner.replenish()  # the first run's worker, started ahead
         self.scheduler.maintenance = functools.partial(retention.run_pass, pool, s3, s)
         if s.consumer_metrics_port:
             runner = await metrics.serve(

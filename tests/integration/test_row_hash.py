@@ -19,7 +19,7 @@ from consumer.worker import Consumer
 from service.db import admin_url, ensure_database
 from service.migrate import SQL_DIR, migrate
 from service.product import NAMES, canonical_line, row_hash, sku_hash, stored_text
-from tests.conftest import _db_url
+from tests.conftest import _db_url, wait_for
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate
 
@@ -27,6 +27,10 @@ PRODUCTS = (
     "SELECT sku, name, description, price, currency, quantity, category, brand, gtin,"
     " updated_at, active, row_hash, sku_hash FROM products WHERE feed_id = $1 ORDER BY sku"
 )
+
+
+async def completed(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in logs if e["event"] == "run_completed"]
 
 
 def recipe(rec: asyncpg.Record) -> tuple[int, int]:
@@ -121,9 +125,10 @@ async def test_the_fast_path_and_the_slow_path_load_the_same_products(
             with structlog.testing.capture_logs() as logs:
                 ids = await upload_feed(client, acme, data)
                 job = await run_and_wait(client, acme, ids["validation_job_id"])
+                # The line follows the commit the job's status shows: wait for it.
+                done = await wait_for(lambda: completed(logs))
         finally:
             await consumer.stop()
-        done = [e for e in logs if e["event"] == "run_completed"]
         assert (done[0]["fast_path_rows"] > 10_000) is fast_path  # all but the first and last block
         rows = [dict(r) for r in await db.fetch(PRODUCTS, ids["feed_id"])]
         loaded.append((job["result"], rows))

@@ -1,0 +1,77 @@
+"""The parse worker's memory of stored rows and met skus, against plain-Python models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer import known
+from consumer.known import KnownRows, SeenSkus, parse_copy
+
+
+def copy_bytes(rows: list[int], skus: list[int]) -> bytes:
+    """What PostgreSQL writes for COPY (SELECT row_hash, sku_hash ...) (FORMAT binary)."""
+    body = b"".join(
+        (2).to_bytes(2, "big")
+        + (8).to_bytes(4, "big")
+        + r.to_bytes(8, "big", signed=True)
+        + (8).to_bytes(4, "big")
+        + s.to_bytes(8, "big", signed=True)
+        for r, s in zip(rows, skus, strict=True)
+    )
+    return known.COPY_SIGNATURE + b"\0" * 8 + body + b"\xff\xff"
+
+
+hashes = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(hashes, hashes), max_size=50), st.integers(1, 40))
+def test_binary_copy_is_read_whatever_the_chunks(pairs, size):
+    data = copy_bytes([p[0] for p in pairs], [p[1] for p in pairs])
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    rows, skus = parse_copy(iter(chunks))
+    assert rows.tolist() == [p[0] for p in pairs] and skus.tolist() == [p[1] for p in pairs]
+
+
+def test_a_cut_copy_stream_is_refused():
+    data = copy_bytes([1, 2], [3, 4])
+    with pytest.raises(ValueError):
+        parse_copy(iter([data[:-5]]))
+    assert [a.tolist() for a in parse_copy(iter([]))] == [[], []]  # nothing sent: nothing stored
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 30), max_size=200), st.integers(1, 9))
+def test_met_skus_name_their_first_line_like_a_dict(skus, block):
+    seen = SeenSkus()
+    model: dict[int, int] = {}
+    line = 2
+    old, known.MAX_RUN = known.MAX_RUN, 8  # small runs: capped merges are exercised too
+    try:
+        for start in range(0, len(skus), block):
+            part = skus[start : start + block]
+            lines = np.arange(line, line + len(part), dtype=np.uint32)
+            first = seen.first_seen(np.array(part, np.int64), lines)
+            expected = []
+            for sku, at in zip(part, lines.tolist(), strict=True):
+                expected.append(model.setdefault(sku, at))
+            assert first.tolist() == expected
+            line += len(part)
+    finally:
+        known.MAX_RUN = old
+    assert len(seen) == len(model)
+
+
+def test_stored_rows_are_found_by_row_and_by_sku_and_the_gone_are_listed():
+    stored = KnownRows(np.array([30, 10, 20], np.int64), np.array([3, 1, 2], np.int64))
+    assert stored.nbytes == 3 * 24
+    rows = stored.match_rows(np.array([20, 99, 10], np.int64))
+    assert [int(stored.rows[i]) if i >= 0 else None for i in rows] == [20, None, 10]
+    skus = stored.match_skus(np.array([1, 7, 3], np.int64))
+    assert [int(stored.skus[i]) if i >= 0 else None for i in skus] == [1, None, 3]
+    index = stored.match_rows(np.array([20, 20], np.int64))
+    assert stored.first_seen(index, np.array([5, 9], np.uint32)).tolist() == [5, 5]
+    assert sorted(stored.gone().tolist()) == [10, 30]  # never met: sku hashes 1 and 3
