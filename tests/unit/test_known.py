@@ -70,8 +70,15 @@ def test_stored_rows_are_found_by_row_and_by_sku_and_the_gone_are_listed():
     assert stored.nbytes == 3 * 24
     rows = stored.match_rows(np.array([20, 99, 10], np.int64))
     assert [int(stored.rows[i]) if i >= 0 else None for i in rows] == [20, None, 10]
-    skus = stored.match_skus(np.array([1, 7, 3], np.int64))
-    assert [int(stored.skus[i]) if i >= 0 else None for i in skus] == [1, None, 3]
+    skus = stored.match_skus(np.array([1, 7, 3], np.int64))  # the stored rows of skus 1 and 3
+    assert [int(stored.rows[i]) if i >= 0 else None for i in skus] == [10, None, 30]
     index = stored.match_rows(np.array([20, 20], np.int64))
     assert stored.first_seen(index, np.array([5, 9], np.uint32)).tolist() == [5, 5]
     assert sorted(stored.gone().tolist()) == [10, 30]  # never met: sku hashes 1 and 3
+
+
+def test_nothing_stored_finds_nothing():
+    empty = KnownRows(np.empty(0, np.int64), np.empty(0, np.int64))
+    probe = np.array([1, 2], np.int64)
+    assert empty.match_rows(probe).tolist() == empty.match_skus(probe).tolist() == [-1, -1]
+    assert empty.gone().tolist() == [] and empty.nbytes == 0
