@@ -8,6 +8,8 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from service.store import health as health_store
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -62,20 +64,12 @@ class Metrics:
         child.observe(seconds)
 
     async def refresh(self, pool: asyncpg.Pool, waiting: int) -> None:
+        gauges = await health_store.gauges(pool)
         self.jobs.clear()
-        for row in await pool.fetch(
-            "SELECT job_type, status, count(*) AS n FROM jobs GROUP BY job_type, status"
-        ):
-            self.jobs.labels(row["job_type"], row["status"]).set(row["n"])
-        self.outbox_backlog.set(
-            await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        )
-        self.rows.set(
-            await pool.fetchval(
-                "SELECT coalesce(sum((result->>'rows_read')::bigint), 0) FROM job_runs"
-                " WHERE status = 'completed'"
-            )
-        )
+        for job_type, status, count in gauges.jobs:
+            self.jobs.labels(job_type, status).set(count)
+        self.outbox_backlog.set(gauges.outbox_backlog)
+        self.rows.set(gauges.rows_read)
         self.long_polls.set(waiting)
 
 

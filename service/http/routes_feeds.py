@@ -271,9 +271,7 @@ async def replace_file(request: web.Request) -> web.Response:
     _check_upload_type(request)
     pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
-        feed = await conn.fetchrow(
-            "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, p.tenant_id
-        )
+        feed = await feeds_store.lock_feed_row(conn, feed_id, p.tenant_id)
         if feed is None:
             raise FeedNotFound(feed_id)
         if feed["source"] != "upload":

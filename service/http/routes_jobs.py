@@ -52,6 +52,7 @@ from service.http.jobs_view import etag_matches, etag_of, is_terminal, job_respo
 from service.http.middleware import REQUEST_ID, principal
 from service.logs import get_logger
 from service.store import feeds as feeds_store
+from service.store import idempotency
 from service.store import jobs as jobs_store
 
 log = get_logger(__name__)
@@ -188,23 +189,15 @@ async def run_job(request: web.Request) -> web.Response:
     pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         if idem_key is not None:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", idem_key, p.tenant_id
-            )
-            stored = await conn.fetchrow(
-                "SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = $1"
-                " AND key = $2 AND created_at > now() - interval '24 hours'",
-                p.tenant_id,
-                idem_key,
-            )
+            stored = await idempotency.lock_and_find(conn, p.tenant_id, idem_key)
             if stored is not None:
-                if bytes(stored["request_hash"]) != _request_hash(job_id, raw.strip()):
+                if stored.request_hash != _request_hash(job_id, raw.strip()):
                     raise IdempotencyKeyReused(
                         "This Idempotency-Key was used within 24 hours for a different request",
                         details={"idempotency_key": idem_key},
                     )
                 log.info("run_request_replayed", job_id=job_id)
-                return _accepted(job_id, bytes(stored["body"]))
+                return _accepted(job_id, stored.body)
         job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -233,15 +226,8 @@ async def run_job(request: web.Request) -> web.Response:
         )
         accepted = encode(RunAccepted(job_id=job_id, status="queued", attempt=attempt))
         if idem_key is not None:
-            await conn.execute(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, headers)"
-                " VALUES ($1, $2, $3, 202, $4, '{}') ON CONFLICT (tenant_id, key) DO UPDATE"
-                " SET request_hash = EXCLUDED.request_hash, body = EXCLUDED.body,"
-                " created_at = now()",
-                p.tenant_id,
-                idem_key,
-                _request_hash(job_id, raw.strip()),
-                accepted,
+            await idempotency.remember(
+                conn, p.tenant_id, idem_key, _request_hash(job_id, raw.strip()), accepted
             )
     request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)

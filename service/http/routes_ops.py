@@ -11,6 +11,7 @@ from service import __version__
 from service.http import appkeys, openapi
 from service.http.bodies import json_response
 from service.http.metrics import METRICS
+from service.store import health as health_store
 
 routes = web.RouteTableDef()
 
@@ -25,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            await request.app[appkeys.POOL].fetchval("SELECT 1")
+            await health_store.ping(request.app[appkeys.POOL])
         checks["postgres"] = "ok"
     except Exception as exc:  # any failure means "not ready", and says why
         checks["postgres"] = f"down: {type(exc).__name__}"

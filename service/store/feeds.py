@@ -175,6 +175,15 @@ async def get_feed_row(
     return await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id)
 
 
+async def lock_feed_row(
+    conn: asyncpg.Connection, feed_id: str, tenant_id: int
+) -> asyncpg.Record | None:
+    """The tenant's feed, locked until the transaction ends (None: not this tenant's)."""
+    return await conn.fetchrow(
+        "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, tenant_id
+    )
+
+
 async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:
     """A file version is stored: the feed reads it from now on, and can be run."""
     await conn.execute(
