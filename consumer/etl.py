@@ -16,10 +16,9 @@ import asyncpg
 import botocore.exceptions
 import msgspec
 
-from consumer import load, runs, stage
+from consumer import load
 from consumer.metrics import ConsumerMetrics
 from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled
-from consumer.runs import ClaimedRun
 from consumer.session import Spawner
 from service.contracts import EffectiveOptions, ValidationResult
 from service.errors import InvalidRequest, JobFailure
@@ -28,7 +27,9 @@ from service.retry import TRANSIENT
 from service.s3 import S3Uri, head, parse_s3_uri
 from service.s3_access import may_read
 from service.settings import Settings
-from service.store import s3_prefixes
+from service.store import products as stage
+from service.store import runs, s3_prefixes
+from service.store.runs import ClaimedRun
 
 log = get_logger(__name__)
 

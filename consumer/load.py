@@ -23,15 +23,15 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from consumer import stage
 from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
 from consumer.progress import ErrorSink, Progress
-from consumer.runs import ClaimedRun
 from consumer.session import Spawner, WorkerSession
 from service.contracts import ValidationResult
 from service.errors import JobFailure
 from service.s3 import ObjectInfo, S3Uri
 from service.settings import Settings
+from service.store import products as stage
+from service.store.runs import ClaimedRun
 
 
 def _ms(since: float) -> int:

@@ -19,8 +19,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from consumer import etl, metrics, retention, runs, s3watch, sweeper
-from consumer.runs import ClaimedRun, ClaimOutcome
+from consumer import etl, metrics, retention, s3watch, sweeper
 from consumer.scheduler import Scheduler
 from service import s3_events
 from service.bus import Names, copy_message, declare_topology, open_connection
@@ -34,6 +33,8 @@ from service.outbox import OutboxRelay
 from service.retry import is_transient, raise_if_cancelling, retry_forever, retry_transient
 from service.s3 import s3_client
 from service.settings import Settings
+from service.store import runs
+from service.store.runs import ClaimedRun, ClaimOutcome
 
 log = get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0

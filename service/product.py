@@ -2,7 +2,7 @@
 
 Everything that handles a product's columns derives from ``PRODUCT``: the parse worker's
 validation order and fast path (``consumer.validate``, ``consumer.fastpath``), the row hash,
-the staging table, the COPY column lists and the merge (``consumer.stage``), and migration
+the staging table, the COPY column lists and the merge (``service.store.products``), and migration
 0007's recompute of stored hashes.
 
 **The canonical line** of a row is its cleaned values in ``PRODUCT`` order, joined by

@@ -14,11 +14,12 @@ import aiohttp
 import msgspec
 import pytest
 
-from consumer import runs, sweeper
-from consumer.runs import ClaimOutcome
+from consumer import sweeper
 from service.bus import Names
 from service.contracts import RunRequest
 from service.http.app import BACKGROUND
+from service.store import runs
+from service.store.runs import ClaimOutcome
 from tests.conftest import wait_for
 from tests.faultproxy import FaultProxy
 from tests.integration.conftest import (

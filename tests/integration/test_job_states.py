@@ -7,10 +7,11 @@ import asyncio
 import re
 from pathlib import Path
 
-from consumer import runs, s3watch, sweeper
+from consumer import s3watch, sweeper
 from service import s3_events
 from service.contracts import RunRequest
 from service.s3 import s3_client
+from service.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import (
     allow_prefix,

@@ -8,10 +8,10 @@ import urllib.parse
 import aio_pika
 import msgspec
 
-from consumer import runs
 from service.bus import Names
 from service.contracts import RunRequest
 from service.s3 import s3_client
+from service.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import allow_prefix, running_consumer
 

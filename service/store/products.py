@@ -1,5 +1,5 @@
-"""The load's SQL: the feed lock, the stored hashes, staging, and the merge that writes
-only what changed.
+"""The products table as a load writes it: the feed lock, the stored hashes, staging, and
+the merge that writes only what changed (the consumer's ``consumer.load`` drives it).
 
 Everything here runs inside the run's transaction: staging, de-duplication, the merge and
 the job's completion commit together or not at all. Column lists and types come from the
