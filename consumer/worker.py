@@ -153,7 +153,13 @@ class Consumer:
             self._dlx = await publish_channel.get_exchange(self.names.dlx)
             self._queue = topo["run_queue"]
             await self._queue.consume(self._on_message)
-            await topo["s3_queue"].consume(self._on_s3_event)
+            # S3 events one at a time, in the order the queue holds them: two versions of a
+            # key taken at once could otherwise be taken newest first (the older one would
+            # then queue a run, and the newer wait behind it as a pending run).
+            events_channel = await connection.channel()
+            await events_channel.set_qos(prefetch_count=1)
+            events = await events_channel.get_queue(self.names.s3_queue)
+            await events.consume(self._on_s3_event)
             self.consuming.set()
             self.metrics.amqp_up.set(1)
             log.info("consumer_connected", queue=self.names.run_queue)
