@@ -23,12 +23,9 @@ async def sweep(
 ) -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0, "republished": 0}
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+        if not await runs.try_xact_lock(conn, SWEEP_LOCK):
             return counts
-        expired = await conn.fetch(
-            "SELECT * FROM jobs WHERE status = 'running' AND lease_until < now()"
-            " FOR UPDATE SKIP LOCKED"
-        )
+        expired = await runs.lock_expired(conn)
         for job in expired:
             run = RunKey(job_id=job["id"], attempt=job["attempt"])
             losses = job["losses"] + 1  # this run request's lost consumers, this one included
@@ -68,17 +65,10 @@ async def sweep(
                 log.error("run_failed", job_id=run.job_id, code="WORKER_LOST", attempt=run.attempt)
         if queue_is_empty:
             # Queued runs with no message left in the queue: their request was lost.
-            stale = await conn.fetch(
-                "SELECT id, attempt FROM jobs WHERE status = 'queued'"
-                " AND queued_at < now() - make_interval(secs => $1)"
-                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL"
-                "   AND o.exchange = 'jobs')"
-                " FOR UPDATE SKIP LOCKED",
-                requeue_after,
-            )
+            stale = await runs.lock_lost_requests(conn, requeue_after)
             for job in stale:
                 await jobs_store.enqueue_run_message(conn, job["id"], job["attempt"], None)
-                await conn.execute("UPDATE jobs SET queued_at = now() WHERE id = $1", job["id"])
+                await runs.touch_queued(conn, job["id"])
                 counts["republished"] += 1
                 log.warning("run_republished", job_id=job["id"], attempt=job["attempt"])
     return counts

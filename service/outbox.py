@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import aio_pika
 import asyncpg
-import msgspec
 from aio_pika.abc import AbstractConnection, AbstractExchange
 
 from service.bus import Names, declare_topology, open_connection
 from service.logs import get_logger
 from service.retry import Backoff, is_transient, raise_if_cancelling, retry_forever, wait_any
+from service.store import outbox as outbox_store
 
 log = get_logger(__name__)
 
@@ -103,22 +102,15 @@ class OutboxRelay:
     async def relay_once(self) -> int | None:
         """Publish one batch of unsent rows; how many were sent (None: another relay is busy)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
+            if not await outbox_store.try_xact_lock(conn, RELAY_LOCK):
                 return None
-            rows = await conn.fetch(
-                "SELECT id, exchange, routing_key, message_id, body, headers::text AS headers"
-                " FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                BATCH,
-            )
+            rows = await outbox_store.unsent(conn, BATCH)
             if not rows:
                 return 0
             started = time.perf_counter()
             for row in rows:
                 await self._publish(row)
-            await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
+            await outbox_store.mark_sent(conn, [r.id for r in rows])
         log.debug(
             "outbox_relayed",
             count=len(rows),
@@ -126,17 +118,16 @@ class OutboxRelay:
         )
         return len(rows)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        headers: dict[str, Any] = msgspec.json.decode(row["headers"]) if row["headers"] else {}
+    async def _publish(self, row: outbox_store.Unsent) -> None:
         message = aio_pika.Message(
-            body=bytes(row["body"]),
+            body=row.body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=row["message_id"],
-            headers=headers,
+            message_id=row.message_id,
+            headers=row.headers,
         )
-        exchange = self._exchanges[row["exchange"]]
+        exchange = self._exchanges[row.exchange]
         # Events nobody subscribes to are fine (mandatory off); a run request must land.
         await exchange.publish(
-            message, routing_key=row["routing_key"], mandatory=row["exchange"] == "jobs"
+            message, routing_key=row.routing_key, mandatory=row.exchange == "jobs"
         )

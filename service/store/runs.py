@@ -271,3 +271,38 @@ async def last_completed(db: asyncpg.Pool, job_id: str) -> asyncpg.Record | None
         " ORDER BY attempt DESC LIMIT 1",
         job_id,
     )
+
+
+# -- the sweeper's reads (consumer/sweeper.py) -------------------------------------------
+
+
+async def try_xact_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """A transaction-scoped advisory lock, if free (one sweeper at a time)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+
+async def lock_expired(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Running jobs whose lease ran out (their consumer is gone), locked; others skipped."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM jobs WHERE status = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED"
+    )
+    return rows
+
+
+async def lock_lost_requests(conn: asyncpg.Connection, older_than: int) -> list[asyncpg.Record]:
+    """Jobs queued for longer than ``older_than`` seconds while no run request is waiting
+    in the outbox (the caller knows the broker's queue is empty): their message was lost."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, attempt FROM jobs WHERE status = 'queued'"
+        " AND queued_at < now() - make_interval(secs => $1)"
+        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL"
+        "   AND o.exchange = 'jobs')"
+        " FOR UPDATE SKIP LOCKED",
+        older_than,
+    )
+    return rows
+
+
+async def touch_queued(conn: asyncpg.Connection, job_id: str) -> None:
+    """A lost request was published again: the job waits from now."""
+    await conn.execute("UPDATE jobs SET queued_at = now() WHERE id = $1", job_id)
