@@ -292,15 +292,14 @@ async def lock_expired(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def lock_lost_requests(conn: asyncpg.Connection, older_than: int) -> list[asyncpg.Record]:
     """Jobs queued for longer than ``older_than`` seconds while no run request is waiting
     in the outbox (the caller knows the broker's queue is empty): their message was lost."""
-    rows: list[asyncpg.Record] = await conn.fetch(
+    lost = (
         "SELECT id, attempt FROM jobs WHERE status = 'queued'"
         " AND queued_at < now() - make_interval(secs => $1)"
         " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL"
         "   AND o.exchange = 'jobs')"
-        " FOR UPDATE SKIP LOCKED",
-        older_than,
+        " FOR UPDATE SKIP LOCKED"
     )
-    return rows
+    return list(await conn.fetch(lost, older_than))
 
 
 async def touch_queued(conn: asyncpg.Connection, job_id: str) -> None:
