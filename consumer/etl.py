@@ -18,7 +18,7 @@ import msgspec
 
 from consumer import load
 from consumer.metrics import ConsumerMetrics
-from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled
+from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled, count_text, ms_since
 from consumer.session import Spawner
 from service.contracts import EffectiveOptions, ValidationResult
 from service.errors import InvalidRequest, JobFailure
@@ -53,14 +53,6 @@ class Deps(msgspec.Struct):
     spawner: Spawner = msgspec.field(default_factory=Spawner)
 
 
-def _ms(since: float) -> int:
-    return round((time.monotonic() - since) * 1000)
-
-
-def _n(value: int) -> str:
-    return f"{value:,}"
-
-
 def _same_options(a: EffectiveOptions, b: EffectiveOptions) -> bool:
     return a == b
 
@@ -92,27 +84,25 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
             code=exc.code,
             error_message=exc.message,
             recorded=ok,
-            duration_ms=round((time.monotonic() - started) * 1000),
+            duration_ms=ms_since(started),
         )
         return "failed"
     except RunCancelled:
         error = {"code": "CANCELLED", "message": "Cancelled while running; nothing was written"}
         ok = await runs.finish(deps.pool, run, "cancelled", message="Cancelled", error=error)
-        bound.info(
-            "run_cancelled", recorded=ok, duration_ms=round((time.monotonic() - started) * 1000)
-        )
+        bound.info("run_cancelled", recorded=ok, duration_ms=ms_since(started))
         return "cancelled"
     except LeaseLost:
-        bound.warning("run_lease_lost", duration_ms=round((time.monotonic() - started) * 1000))
+        bound.warning("run_lease_lost", duration_ms=ms_since(started))
         return "lease_lost"
     except asyncio.CancelledError:
-        bound.warning("run_abandoned", duration_ms=round((time.monotonic() - started) * 1000))
+        bound.warning("run_abandoned", duration_ms=ms_since(started))
         raise
     except INTERRUPTIONS as exc:
         bound.warning(
             "run_interrupted",
             error=f"{type(exc).__name__}: {exc}"[:500],
-            duration_ms=round((time.monotonic() - started) * 1000),
+            duration_ms=ms_since(started),
         )
         return "interrupted"
     except Exception as exc:
@@ -150,12 +140,12 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
 
 def _summary(r: ValidationResult) -> str:
     if r.file_unchanged:
-        return f"File unchanged since the last run: {_n(r.unchanged)} rows unchanged"
+        return f"File unchanged since the last run: {count_text(r.unchanged)} rows unchanged"
     verb = "Validated (dry run)" if r.dry_run else "Loaded"
+    n = count_text
     return (
-        f"{verb} {_n(r.rows_read)} rows: {_n(r.inserted)} inserted, {_n(r.updated)} updated,"
-        f" {_n(r.unchanged)} unchanged, {_n(r.deleted)} deleted, {_n(r.rows_rejected)}"
-        " rejected"
+        f"{verb} {n(r.rows_read)} rows: {n(r.inserted)} inserted, {n(r.updated)} updated,"
+        f" {n(r.unchanged)} unchanged, {n(r.deleted)} deleted, {n(r.rows_rejected)} rejected"
     )
 
 
@@ -222,7 +212,7 @@ async def _file_skip(
         file_unchanged=True,
         ignored_columns=last.ignored_columns,
         first_error=None,
-        duration_ms=round((time.monotonic() - started) * 1000),
+        duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
     )
     await _complete(deps.pool, run, result, etag, size)

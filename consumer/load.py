@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,7 @@ import asyncpg
 import msgspec
 
 from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
-from consumer.progress import ErrorSink, Progress
+from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
 from service.contracts import ValidationResult
 from service.errors import JobFailure
@@ -32,15 +31,6 @@ from service.s3 import ObjectInfo, S3Uri
 from service.settings import Settings
 from service.store import products as stage
 from service.store.runs import ClaimedRun
-
-
-def _ms(since: float) -> int:
-    return round((time.monotonic() - since) * 1000)
-
-
-def _n(value: int) -> str:
-    return f"{value:,}"
-
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way
@@ -101,7 +91,7 @@ async def load(
             if not chosen.direct:
                 await stage.copy_stored_hashes(conn, run.feed_id, worker.send_chunk)
             await worker.send_chunk(b"")
-        phases["known_ms"] = _ms(started)
+        phases["known_ms"] = ms_since(started)
         uri, info = source
         worker.feed_file(s3, uri, info.etag, progress.read)
         streamed = await _stream(conn, worker, chosen, run, progress, errors)
@@ -114,15 +104,15 @@ async def load(
         "known_bytes": end.known_bytes,
         "worker_ms": end.timings_ms,
     }
-    phases["copy_ms"] = _ms(started)
+    phases["copy_ms"] = ms_since(started)
     rows_valid = end.rows_valid
     if streamed.table is not None and not chosen.recognise:
         rows_valid -= await _duplicates(conn, streamed.table, errors, run.options.delimiter)
     await errors.flush()
-    phases["dedupe_ms"] = _ms(started)
+    phases["dedupe_ms"] = ms_since(started)
     _check_limits(run, errors, rows_valid, end)
     counts = await _write(conn, chosen, streamed, run, rows_valid)
-    phases["merge_ms"] = _ms(started)
+    phases["merge_ms"] = ms_since(started)
     return ValidationResult(
         rows_read=end.rows_read,
         rows_valid=rows_valid,
@@ -135,7 +125,7 @@ async def load(
         file_unchanged=False,
         ignored_columns=streamed.ignored,
         first_error=errors.first,
-        duration_ms=_ms(started),
+        duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
         rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
     )
@@ -169,7 +159,7 @@ async def _stream(
     table = None if chosen.direct else stage.stage_name(run.job_id, run.attempt)
     if table is not None:
         await stage.create_stage(conn, table)
-    run.phases["setup_ms"] = _ms(progress.started)
+    run.phases["setup_ms"] = ms_since(progress.started)
     state: dict[str, End] = {}
     await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state))
     end = state.get("end")
@@ -239,8 +229,8 @@ def _check_limits(run: ClaimedRun, errors: ErrorSink, rows_valid: int, end: End)
     if limit is not None and rejected > limit:
         raise JobFailure(
             "TOO_MANY_REJECTED_ROWS",
-            f"{_n(rejected)} rows were rejected, more than the limit of {_n(limit)};"
-            " nothing was written",
+            f"{count_text(rejected)} rows were rejected, more than the limit of"
+            f" {count_text(limit)}; nothing was written",
             {
                 "rows_rejected": rejected,
                 "max_rejected_rows": limit,

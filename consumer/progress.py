@@ -25,8 +25,14 @@ class LeaseLost(Exception):
     pass
 
 
-def _n(value: int) -> str:
+def count_text(value: int) -> str:
+    """A count as run messages write it: ``1,234,567``."""
     return f"{value:,}"
+
+
+def ms_since(started: float) -> int:
+    """Milliseconds since ``started`` (a ``time.monotonic()`` reading)."""
+    return round((time.monotonic() - started) * 1000)
 
 
 class ErrorSink:
@@ -94,11 +100,11 @@ class Progress:
         remaining = (self.bytes_total - self.bytes_read) / max(self.bytes_read / elapsed, 1.0)
         retry_after = max(1, min(30, math.ceil(remaining / 2)))
         estimate = (
-            f" of ~{_n(int(self.rows_read * self.bytes_total / self.bytes_read))}"
+            f" of ~{count_text(int(self.rows_read * self.bytes_total / self.bytes_read))}"
             if self.bytes_read and self.bytes_total
             else ""
         )
-        message = f"Loading: {_n(self.rows_read)}{estimate} rows"
+        message = f"Loading: {count_text(self.rows_read)}{estimate} rows"
         cancel = await runs.write_progress(
             self.pool,
             self.run,

@@ -11,7 +11,7 @@ import msgspec
 from service.contracts import EffectiveOptions
 from service.logs import get_logger
 from service.store import jobs as jobs_store
-from service.store import runs
+from service.store import locks, runs
 from service.store.runs import RunKey
 
 log = get_logger(__name__)
@@ -23,7 +23,7 @@ async def sweep(
 ) -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0, "republished": 0}
     async with pool.acquire() as conn, conn.transaction():
-        if not await runs.try_xact_lock(conn, SWEEP_LOCK):
+        if not await locks.try_xact_lock(conn, SWEEP_LOCK):
             return counts
         expired = await runs.lock_expired(conn)
         for job in expired:

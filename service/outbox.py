@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractConnection, AbstractExchange
 from service.bus import Names, declare_topology, open_connection
 from service.logs import get_logger
 from service.retry import Backoff, is_transient, raise_if_cancelling, retry_forever, wait_any
+from service.store import locks
 from service.store import outbox as outbox_store
 
 log = get_logger(__name__)
@@ -102,7 +103,7 @@ class OutboxRelay:
     async def relay_once(self) -> int | None:
         """Publish one batch of unsent rows; how many were sent (None: another relay is busy)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await outbox_store.try_xact_lock(conn, RELAY_LOCK):
+            if not await locks.try_xact_lock(conn, RELAY_LOCK):
                 return None
             rows = await outbox_store.unsent(conn, BATCH)
             if not rows:

@@ -18,11 +18,6 @@ class Unsent(msgspec.Struct, frozen=True):
     headers: dict[str, Any]
 
 
-async def try_xact_lock(conn: asyncpg.Connection, key: int) -> bool:
-    """The relay's lock for this transaction, if free (one relay publishes at a time)."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
-
-
 async def unsent(conn: asyncpg.Connection, limit: int) -> list[Unsent]:
     """The oldest messages not yet published, in the order they were written."""
     rows = await conn.fetch(

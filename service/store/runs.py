@@ -276,11 +276,6 @@ async def last_completed(db: asyncpg.Pool, job_id: str) -> asyncpg.Record | None
 # -- the sweeper's reads (consumer/sweeper.py) -------------------------------------------
 
 
-async def try_xact_lock(conn: asyncpg.Connection, key: int) -> bool:
-    """A transaction-scoped advisory lock, if free (one sweeper at a time)."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
-
-
 async def lock_expired(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Running jobs whose lease ran out (their consumer is gone), locked; others skipped."""
     rows: list[asyncpg.Record] = await conn.fetch(

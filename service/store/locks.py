@@ -1,0 +1,10 @@
+"""Advisory locks taken for one transaction: one sweeper, one outbox relay at a time."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def try_xact_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """The lock ``key`` until the transaction ends, if no one holds it (else False)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
