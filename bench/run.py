@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import Row, report  # noqa: E402
 from service import embedded_s3  # noqa: E402
-from service.db import admin_url  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from service.core.db import admin_url  # noqa: E402
+from service.core.settings import load_settings  # noqa: E402
 
 KEY = "bench-key"
 

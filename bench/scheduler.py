@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 from bench.report import report  # noqa: E402
 from bench.run import fresh_db  # noqa: E402
 from consumer import scheduler  # noqa: E402
-from service.logs import configure_logging  # noqa: E402
-from service.migrate import migrate  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from service.core.logs import configure_logging  # noqa: E402
+from service.core.migrate import migrate  # noqa: E402
+from service.core.settings import load_settings  # noqa: E402
 
 FEEDS = 10_000
 

@@ -7,9 +7,9 @@ import os
 import sys
 
 from consumer.worker import serve
-from service.errors import ConfigError
-from service.logs import configure_logging
-from service.settings import load_settings
+from service.core.errors import ConfigError
+from service.core.logs import configure_logging
+from service.core.settings import load_settings
 
 
 def main() -> None:

@@ -20,16 +20,16 @@ from consumer import load
 from consumer.metrics import ConsumerMetrics
 from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled, count_text, ms_since
 from consumer.session import Spawner
-from service.contracts import EffectiveOptions, ValidationResult
-from service.errors import InvalidRequest, JobFailure
-from service.logs import get_logger
-from service.retry import TRANSIENT
-from service.s3 import S3Uri, head, parse_s3_uri
-from service.s3_access import may_read
-from service.settings import Settings
-from service.store import products as stage
-from service.store import runs, s3_prefixes
-from service.store.runs import ClaimedRun
+from service.core.contracts import EffectiveOptions, ValidationResult
+from service.core.errors import InvalidRequest, JobFailure
+from service.core.logs import get_logger
+from service.core.retry import TRANSIENT
+from service.core.s3 import S3Uri, head, parse_s3_uri
+from service.core.s3_access import may_read
+from service.core.settings import Settings
+from service.core.store import products as stage
+from service.core.store import runs, s3_prefixes
+from service.core.store.runs import ClaimedRun
 
 log = get_logger(__name__)
 

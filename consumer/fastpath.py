@@ -11,7 +11,7 @@ date) are checked once per distinct value by the column's own cleaner, so ``cons
 stays the one definition of a valid value. A block with a single doubtful line goes, whole,
 through the slow path (``csvread`` + ``validate``), which finds and explains each fault.
 
-Both paths give each row its *canonical line* (service.product), so they hash alike (a
+Both paths give each row its *canonical line* (service.core.product), so they hash alike (a
 property test holds them together). With the standard header and commas, a clean line
 usually *is* its canonical line: it is hashed as read, and a line whose hash is stored
 (``consumer.known``) is not even matched against the pattern, since it is byte for byte a
@@ -33,7 +33,7 @@ from consumer import rules
 from consumer.known import Indexes, Int64s, KnownRows
 from consumer.rules import RowFault
 from consumer.validate import HeaderInfo
-from service.product import NAMES, canonical_line
+from service.core.product import NAMES, canonical_line
 
 MAX_LINE = 5000  # no field of a line this short can pass a length limit (description: 5000)
 _CACHE_LIMIT = 100_000
@@ -42,7 +42,7 @@ _CACHE_LIMIT = 100_000
 def _column_patterns(x: str, strict: bool) -> dict[str, str]:
     """Canonical-form patterns per column; ``x`` is the delimiter escaped for a class.
 
-    ``strict``: the line must also be the row's *canonical line* (service.product): free
+    ``strict``: the line must also be the row's *canonical line* (service.core.product): free
     text quoted only when it must be, quantity and active written out."""
 
     def trimmed(limit: int | None) -> str:

@@ -25,12 +25,12 @@ import msgspec
 from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
-from service.contracts import ValidationResult
-from service.errors import JobFailure
-from service.s3 import ObjectInfo, S3Uri
-from service.settings import Settings
-from service.store import products as stage
-from service.store.runs import ClaimedRun
+from service.core.contracts import ValidationResult
+from service.core.errors import JobFailure
+from service.core.s3 import ObjectInfo, S3Uri
+from service.core.settings import Settings
+from service.core.store import products as stage
+from service.core.store.runs import ClaimedRun
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way

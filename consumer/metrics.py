@@ -15,8 +15,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.contracts import ValidationResult
-from service.logs import get_logger
+from service.core.contracts import ValidationResult
+from service.core.logs import get_logger
 
 log = get_logger(__name__)
 ROW_KINDS = ("inserted", "updated", "unchanged", "deleted", "rejected")

@@ -25,7 +25,7 @@ from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
 from consumer.rules import RowFault
 from consumer.validate import HeaderInfo, RowValidator
-from service.product import canonical_line, row_hash
+from service.core.product import canonical_line, row_hash
 
 FAULT_MESSAGES = {
     "INVALID_ENCODING": "the row holds bytes that are not UTF-8",

@@ -9,9 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from service.contracts import FirstError
-from service.store import runs
-from service.store.runs import ClaimedRun
+from service.core.contracts import FirstError
+from service.core.store import runs
+from service.core.store.runs import ClaimedRun
 
 PROGRESS_EVERY = 1.0  # seconds
 ERROR_FLUSH = 2000

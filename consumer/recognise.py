@@ -1,6 +1,6 @@
 """The rows of a file, in line order, sorted into unchanged, duplicate and to-be-written.
 
-Each valid row arrives as its canonical line (``service.product``) with its row hash and,
+Each valid row arrives as its canonical line (``service.core.product``) with its row hash and,
 when its hash is stored, the stored row it is (``consumer.known``). In a run that
 recognises rows, a stored row met again is *unchanged* and goes no further; a sku met a
 second time, wherever the first went, is rejected as ``DUPLICATE_SKU`` naming the first
@@ -88,7 +88,7 @@ class Recogniser:
         skus = (canon[i][: canon[i].index(b",")] for i in new.tolist())
         sku_hashes[new] = np.fromiter(map(xxh3_64_intdigest, skus), np.uint64, len(new)).view(
             np.int64
-        )  # service.product.sku_hash, for a whole block at once
+        )  # service.core.product.sku_hash, for a whole block at once
         if self.known is None:
             self.staged += len(canon)
             return self._copy_text(canon, range(len(canon)), hashes, sku_hashes, lines)

@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import botocore.exceptions
 
-from service.logs import get_logger
-from service.s3 import parse_s3_uri
-from service.settings import Settings
-from service.store import retention as store
+from service.core.logs import get_logger
+from service.core.s3 import parse_s3_uri
+from service.core.settings import Settings
+from service.core.store import retention as store
 
 log = get_logger(__name__)
 BATCH = 1000

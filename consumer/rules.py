@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from consumer.currencies import ISO_4217
-from service.product import NAMES
+from service.core.product import NAMES
 
 
 class RowFault(Exception):
@@ -206,6 +206,6 @@ def clean_active(value: str) -> str:
     return flag
 
 
-# Column order of feed-format.md (declared in service.product): the first fault in this
+# Column order of feed-format.md (declared in service.core.product): the first fault in this
 # order is the one reported.
 COLUMNS: tuple[str, ...] = NAMES

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from service import s3_events
-from service.contracts import ACTIVE_STATUSES, RunOptions, SubmissionResult, encode
-from service.logs import get_logger
-from service.store import feeds as feeds_store
-from service.store import jobs as jobs_store
-from service.store import watch as watch_store
+from service.core import s3_events
+from service.core.contracts import ACTIVE_STATUSES, RunOptions, SubmissionResult, encode
+from service.core.logs import get_logger
+from service.core.store import feeds as feeds_store
+from service.core.store import jobs as jobs_store
+from service.core.store import watch as watch_store
 
 log = get_logger(__name__)
 

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from service.contracts import ACTIVE_STATUSES, RunOptions
-from service.logs import get_logger
-from service.retry import raise_if_cancelling, retry_forever
-from service.schedules import next_run
-from service.store import jobs as jobs_store
-from service.store import schedules as schedules_store
-from service.store import watch as watch_store
+from service.core.contracts import ACTIVE_STATUSES, RunOptions
+from service.core.logs import get_logger
+from service.core.retry import raise_if_cancelling, retry_forever
+from service.core.schedules import next_run
+from service.core.store import jobs as jobs_store
+from service.core.store import schedules as schedules_store
+from service.core.store import watch as watch_store
 
 log = get_logger(__name__)
 SCHEDULER_LOCK = 0x7363_6865_6475  # "schedu"

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from consumer.frames import Frame, WorkerConfig, decoder
-from service.s3 import S3Uri, read_stream
+from service.core.s3 import S3Uri, read_stream
 
 PIPE_BYTES = 1024 * 1024  # Linux's default limit for an unprivileged process
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from service.contracts import EffectiveOptions
-from service.logs import get_logger
-from service.store import jobs as jobs_store
-from service.store import locks, runs
-from service.store.runs import RunKey
+from service.core.contracts import EffectiveOptions
+from service.core.logs import get_logger
+from service.core.store import jobs as jobs_store
+from service.core.store import locks, runs
+from service.core.store.runs import RunKey
 
 log = get_logger(__name__)
 SWEEP_LOCK = 0x7377_6565_70  # "sweep"

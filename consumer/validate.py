@@ -1,4 +1,4 @@
-"""Turns parsed records into clean rows (values in ``service.product`` order) or rejections."""
+"""Turns parsed records into clean rows (values in ``service.core.product`` order) or rejections."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from consumer import rules
 from consumer.rules import COLUMNS, RowFault
-from service.product import REQUIRED
+from service.core.product import REQUIRED
 
 _CACHE_LIMIT = 50_000
 MAX_STAGED_COLUMNS = 1000

@@ -21,20 +21,20 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueu
 
 from consumer import etl, metrics, retention, s3watch, sweeper
 from consumer.scheduler import Scheduler
-from service import s3_events
-from service.bus import Names, copy_message, declare_topology, open_connection
-from service.contracts import RunRequest
-from service.db import create_pool, ensure_database
-from service.ids import is_correlation_id
-from service.listener import JobWatcher
-from service.logs import get_logger
-from service.migrate import migrate
-from service.outbox import OutboxRelay
-from service.retry import is_transient, raise_if_cancelling, retry_forever, retry_transient
-from service.s3 import s3_client
-from service.settings import Settings
-from service.store import runs
-from service.store.runs import ClaimedRun, ClaimOutcome
+from service.core import s3_events
+from service.core.bus import Names, copy_message, declare_topology, open_connection
+from service.core.contracts import RunRequest
+from service.core.db import create_pool, ensure_database
+from service.core.ids import is_correlation_id
+from service.core.listener import JobWatcher
+from service.core.logs import get_logger
+from service.core.migrate import migrate
+from service.core.outbox import OutboxRelay
+from service.core.retry import is_transient, raise_if_cancelling, retry_forever, retry_transient
+from service.core.s3 import s3_client
+from service.core.settings import Settings
+from service.core.store import runs
+from service.core.store.runs import ClaimedRun, ClaimOutcome
 
 log = get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import asyncpg
 
-from service import admin, embedded_s3
-from service.db import admin_url, database_name, ensure_database
-from service.errors import ConfigError
-from service.logs import configure_logging, get_logger
-from service.migrate import migrate
-from service.s3_access import normalise_prefix
-from service.settings import Settings, load_settings
-from service.store import keys as keys_store
-from service.store import s3_prefixes
+from service.cli import admin, embedded_s3
+from service.core.db import admin_url, database_name, ensure_database
+from service.core.errors import ConfigError
+from service.core.logs import configure_logging, get_logger
+from service.core.migrate import migrate
+from service.core.s3_access import normalise_prefix
+from service.core.settings import Settings, load_settings
+from service.core.store import keys as keys_store
+from service.core.store import s3_prefixes
 
 DEMO_KEY = "demo-secret-key"
 
@@ -78,7 +78,7 @@ async def _s3_prefix(settings: Settings, tenant: str, prefix: str, *, allow: boo
 def gateway_main() -> None:
     from aiohttp import web
 
-    from service.http.app import ON_FATAL, create_app
+    from service.gateway.app import ON_FATAL, create_app
 
     settings = _settings()
     app = create_app(settings)

@@ -19,11 +19,11 @@ import aio_pika
 import asyncpg
 import pytest
 
-from service import embedded_s3
-from service.bus import Names
-from service.db import admin_url, database_name, ensure_database
-from service.migrate import migrate
-from service.settings import Settings, load_settings
+from service.cli import embedded_s3
+from service.core.bus import Names
+from service.core.db import admin_url, database_name, ensure_database
+from service.core.migrate import migrate
+from service.core.settings import Settings, load_settings
 from tests import services
 
 try:

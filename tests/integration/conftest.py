@@ -16,11 +16,11 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 
 from consumer.worker import Consumer
-from service.bus import Names, declare_topology
-from service.http.app import create_app
-from service.settings import Settings
-from service.store import keys as keys_store
-from service.store import s3_prefixes
+from service.core.bus import Names, declare_topology
+from service.core.settings import Settings
+from service.core.store import keys as keys_store
+from service.core.store import s3_prefixes
+from service.gateway.app import create_app
 
 ACME_KEY = "acme-test-key"
 GLOBEX_KEY = "globex-test-key"

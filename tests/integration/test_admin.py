@@ -1,4 +1,4 @@
-"""The operator's commands (service/admin.py) against the real database and broker."""
+"""The operator's commands (service/cli/admin.py) against the real database and broker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import aio_pika
 
-from service import admin
-from service.bus import Names
+from service.cli import admin
+from service.core.bus import Names
 from tests.conftest import wait_for
 from tests.integration.conftest import upload_feed, wait_terminal
 
@@ -55,7 +55,7 @@ async def test_list_and_replay_dead_letters(client, acme, consumer, channel, set
 
 
 async def test_keys_jobs_and_revocation(client, acme, settings, db, capsys):
-    from service.store import keys as keys_store
+    from service.core.store import keys as keys_store
 
     async with db.acquire() as conn:
         await keys_store.add_key(conn, "initech", "initech-key")

@@ -1,10 +1,10 @@
-"""make run's embedded S3 keeps its objects across a restart (service/embedded_s3.py)."""
+"""make run's embedded S3 keeps its objects across a restart (service/cli/embedded_s3.py)."""
 
 from __future__ import annotations
 
 import socket
 
-from service import embedded_s3
+from service.cli import embedded_s3
 
 
 def _free_port() -> int:

@@ -15,11 +15,11 @@ import msgspec
 import pytest
 
 from consumer import sweeper
-from service.bus import Names
-from service.contracts import RunRequest
-from service.http.app import BACKGROUND
-from service.store import runs
-from service.store.runs import ClaimOutcome
+from service.core.bus import Names
+from service.core.contracts import RunRequest
+from service.core.store import runs
+from service.core.store.runs import ClaimOutcome
+from service.gateway.app import BACKGROUND
 from tests.conftest import wait_for
 from tests.faultproxy import FaultProxy
 from tests.integration.conftest import (

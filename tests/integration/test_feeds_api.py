@@ -10,8 +10,8 @@ import re
 import msgspec
 import psutil
 
-from service.http import appkeys
-from service.s3 import s3_client
+from service.core.s3 import s3_client
+from service.gateway import appkeys
 from tests.integration.conftest import allow_prefix
 
 CSV = b"sku,name,price,currency\nA-1,Widget,1.50,USD\n"
@@ -99,7 +99,7 @@ async def test_register_existing_object(client, acme, settings, db):
         await s3.put_object(Bucket=settings.s3_bucket, Key="upstream/products.csv", Body=CSV)
     uri = f"s3://{settings.s3_bucket}/upstream/products.csv"
     body = {"s3_uri": uri, "delimiter": ";"}
-    # Only where the operator allowed this tenant (service/s3_access.py).
+    # Only where the operator allowed this tenant (service/core/s3_access.py).
     assert (await client.post("/feeds", json=body, headers=acme)).status == 400
     await allow_prefix(db, "acme", f"s3://{settings.s3_bucket}/upstream/")
     resp = await client.post("/feeds", json=body, headers=acme)

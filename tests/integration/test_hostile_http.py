@@ -11,9 +11,9 @@ from datetime import datetime
 import msgspec
 import pytest
 
-from service.s3 import s3_client
-from service.store import keys as keys_store
-from service.store import s3_prefixes
+from service.core.s3 import s3_client
+from service.core.store import keys as keys_store
+from service.core.store import s3_prefixes
 from tests.conftest import wait_for
 from tests.integration.conftest import gateway, run_and_wait, upload_feed
 from tests.integration.feeds import generate

@@ -193,7 +193,7 @@ async def test_file_skip_and_force(client, acme, consumer, db):
 
 
 async def test_missing_file_fails_clearly(client, acme, consumer, settings):
-    from service.s3 import s3_client
+    from service.core.s3 import s3_client
 
     ids = await upload_feed(client, acme, (H + "A,a,1,USD\n").encode())
     feed = await (await client.get(f"/feeds/{ids['feed_id']}", headers=acme)).json()

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from consumer import s3watch, sweeper
-from service import s3_events
-from service.contracts import RunRequest
-from service.s3 import s3_client
-from service.store import runs
+from service.core import s3_events
+from service.core.contracts import RunRequest
+from service.core.s3 import s3_client
+from service.core.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import (
     allow_prefix,

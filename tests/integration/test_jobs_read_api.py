@@ -193,8 +193,8 @@ async def test_list_rejects_bad_filters(client, acme, query, field):
 
 
 async def test_rate_limit_answers_429_with_headers(client, acme):
-    from service.http import appkeys
-    from service.http.ratelimit import RateLimiter
+    from service.gateway import appkeys
+    from service.gateway.ratelimit import RateLimiter
 
     client.app[appkeys.LIMITER] = RateLimiter(rate=0.5, burst=2)
     statuses = [(await client.get("/jobs", headers=acme)).status for _ in range(3)]

@@ -9,8 +9,8 @@ import signal
 import aio_pika
 import pytest
 
-from service.bus import Names
-from service.outbox import OutboxRelay
+from service.core.bus import Names
+from service.core.outbox import OutboxRelay
 from tests.conftest import wait_for
 from tests.integration.conftest import consumer_process, run_and_wait, upload_feed
 from tests.integration.feeds import generate
@@ -123,7 +123,7 @@ async def test_status_events_are_published(client, acme, consumer, channel, sett
 async def test_run_is_accepted_while_broker_is_down_and_sent_later(client, acme, db, settings):
     # The app's own relay is the one a broker outage would stop: stop it, and use one that
     # points at a closed port.
-    from service.http.app import BACKGROUND
+    from service.gateway.app import BACKGROUND
 
     for task in client.app[BACKGROUND]:
         if task.get_name() == "outbox_relay":

@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.bus import Names
+from service.core.bus import Names
 from tests.conftest import wait_for
 from tests.integration.conftest import run_and_wait, running_consumer, upload_feed
 

@@ -8,9 +8,9 @@ import uuid
 import asyncpg
 import pytest
 
-from service.db import admin_url, ensure_database
-from service.errors import ConfigError
-from service.migrate import migrate, migration_files
+from service.core.db import admin_url, ensure_database
+from service.core.errors import ConfigError
+from service.core.migrate import migrate, migration_files
 from tests.conftest import BASE, _db_url
 
 TABLES = {

@@ -9,8 +9,8 @@ import random
 import aio_pika
 import structlog
 
-from service.bus import Names
-from service.store import runs
+from service.core.bus import Names
+from service.core.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import upload_feed, wait_terminal
 

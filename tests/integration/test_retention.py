@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from consumer import retention
-from service.s3 import head, parse_s3_uri, s3_client
+from service.core.s3 import head, parse_s3_uri, s3_client
 from tests.integration.conftest import run_and_wait, upload_feed
 
 FEED = b"sku,name,price,currency\nA-1,Widget,1.50,USD\nbad sku,B,1,USD\n"

@@ -15,10 +15,10 @@ import structlog.testing
 from consumer.frames import End, WorkerConfig, decoder
 from consumer.parse_worker import process
 from consumer.worker import Consumer
-from service.db import admin_url, ensure_database
-from service.migrate import SQL_DIR, migrate
-from service.product import NAMES, canonical_line, row_hash, sku_hash, stored_text
-from service.store import products as stage
+from service.core.db import admin_url, ensure_database
+from service.core.migrate import SQL_DIR, migrate
+from service.core.product import NAMES, canonical_line, row_hash, sku_hash, stored_text
+from service.core.store import products as stage
 from tests.conftest import _db_url, wait_for
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from consumer import etl
-from service.contracts import RunRequest, ValidationResult
-from service.store import runs
+from service.core.contracts import RunRequest, ValidationResult
+from service.core.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate

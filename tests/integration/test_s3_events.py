@@ -8,10 +8,10 @@ import urllib.parse
 import aio_pika
 import msgspec
 
-from service.bus import Names
-from service.contracts import RunRequest
-from service.s3 import s3_client
-from service.store import runs
+from service.core.bus import Names
+from service.core.contracts import RunRequest
+from service.core.s3 import s3_client
+from service.core.store import runs
 from tests.conftest import wait_for
 from tests.integration.conftest import allow_prefix, running_consumer
 
@@ -188,7 +188,7 @@ async def test_notify_s3_object_stands_in_for_a_server_that_sends_no_events(
 ):
     import argparse
 
-    from service import admin
+    from service.cli import admin
 
     bucket = settings.s3_bucket
     await allow_prefix(db, "acme", f"s3://{bucket}/drop/")

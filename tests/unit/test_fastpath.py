@@ -23,7 +23,7 @@ from consumer.known import KnownRows
 from consumer.parse_worker import process
 from consumer.rules import COLUMNS
 from consumer.validate import HeaderInfo
-from service.product import canonical_line, row_hash, sku_hash
+from service.core.product import canonical_line, row_hash, sku_hash
 
 HEADER = list(COLUMNS)
 CLEAN = (

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from consumer.currencies import ISO_4217
 from consumer.rules import COLUMNS, gtin_check_ok
 from consumer.validate import HeaderInfo, RowValidator
-from service.product import canonical_line
+from service.core.product import canonical_line
 from tests.unit.test_fastpath import staged
 
 OPTIONAL = ("description", "quantity", "category", "brand", "gtin", "updated_at", "active")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.jobcache import JobCache
+from service.core.jobcache import JobCache
 
 
 def row(version: int) -> dict[str, int]:

@@ -8,8 +8,8 @@ import sys
 
 SCRIPT = """
 import logging
-from service.logs import configure_logging, get_logger
-from service.settings import load_settings
+from service.core.logs import configure_logging, get_logger
+from service.core.settings import load_settings
 
 configure_logging(load_settings({}))
 get_logger("t").info("run_started", job_id="JV00001", obj=object())
@@ -45,7 +45,7 @@ def test_the_access_line_is_the_json_object_structlog_would_write():
     import io
     import re
 
-    from service.logs import AccessLog
+    from service.core.logs import AccessLog
 
     access = AccessLog()
     assert access.write({"event": "http_request"}) is False  # off: structlog writes it

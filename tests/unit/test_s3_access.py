@@ -1,4 +1,4 @@
-"""The tenant boundary of s3_uri (service/s3_access.py) and the job error code list."""
+"""The tenant boundary of s3_uri (service/core/s3_access.py) and the job error code list."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import typing
 
 import pytest
 
-from service.contracts import JOB_ERROR_CODES, JobErrorCode
-from service.s3 import parse_s3_uri
-from service.s3_access import may_read, normalise_prefix, upload_uri
+from service.core.contracts import JOB_ERROR_CODES, JobErrorCode
+from service.core.s3 import parse_s3_uri
+from service.core.s3_access import may_read, normalise_prefix, upload_uri
 
 
 def test_every_job_error_code_is_documented():

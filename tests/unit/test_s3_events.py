@@ -1,11 +1,11 @@
-"""S3 event documents and watch patterns (service/s3_events.py)."""
+"""S3 event documents and watch patterns (service/core/s3_events.py)."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from service.s3_events import S3Event, created, fixed_part, matches, newer
+from service.core.s3_events import S3Event, created, fixed_part, matches, newer
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Due times of schedules (service/schedules.py), daylight saving included."""
+"""Due times of schedules (service/core/schedules.py), daylight saving included."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.contracts import ScheduleBody
-from service.errors import InvalidRequest
-from service.schedules import check, next_run
+from service.core.contracts import ScheduleBody
+from service.core.errors import InvalidRequest
+from service.core.schedules import check, next_run
 
 
 def at(text: str) -> datetime:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from service import ids
-from service.errors import ConfigError, JobNotFound
-from service.http.ratelimit import RateLimiter
-from service.settings import load_settings
+from service.core import ids
+from service.core.errors import ConfigError, JobNotFound
+from service.core.settings import load_settings
+from service.gateway.ratelimit import RateLimiter
 
 
 def test_defaults_work_on_this_machine():

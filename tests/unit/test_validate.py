@@ -6,7 +6,7 @@ import pytest
 
 from consumer.rules import RowFault
 from consumer.validate import HeaderInfo, RowValidator
-from service.product import canonical_line, row_hash
+from service.core.product import canonical_line, row_hash
 
 
 def test_header_matching_is_case_insensitive_trimmed_any_order():

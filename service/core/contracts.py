@@ -1,0 +1,327 @@
+"""msgspec structs of every HTTP body and AMQP message (and so of the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from service.core import ids
+
+Mode = Literal["upsert", "snapshot"]
+Delimiter = Literal[",", ";", "\t", "|"]
+JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
+JobType = Literal["submission", "validation"]
+JOB_STATUSES: tuple[str, ...] = ("created", "queued", "running", "completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+
+NonNegative = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# RFC 3339 UTC, as PostgreSQL's rfc3339() writes it: a string, declared as such in OpenAPI.
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+# Ids and correlation ids as they may arrive from outside (AMQP): anything else (a NUL, a
+# megabyte of text) is refused at decoding, before it can reach PostgreSQL or a log line.
+JobIdText = Annotated[str, Meta(pattern=r"^J[SV][0-9]{5,18}$")]
+FeedIdText = Annotated[str, Meta(pattern=r"^FD[0-9]{5,18}$")]
+CorrelationId = Annotated[str, Meta(pattern=ids.CORRELATION_ID)]
+
+# Why a job (``jobs.error``) or one run of it (``job_runs.error``) ended without success.
+JOB_ERROR_CODES: dict[str, str] = {
+    "MISSING_COLUMNS": "the header lacks a required column; nothing was loaded",
+    "INVALID_HEADER": "the header line cannot be read (bad bytes, NUL, unterminated quote)",
+    "DECOMPRESSION_LIMIT": "the gzip file inflates past MAX_INFLATED_BYTES or MAX_INFLATE_RATIO",
+    "TOO_MANY_REJECTED_ROWS": "more rejected rows than max_rejected_rows; nothing was written",
+    "EMPTY_SNAPSHOT": "a snapshot with no valid row, which would delete the whole feed",
+    "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
+    "FEED_NOT_READY": "the feed has no stored file (its first upload failed or is under way)",
+    "CANCELLED": "cancelled by a client; nothing was written",
+    "WORKER_LOST": "MAX_ATTEMPTS consumers running this run request stopped renewing its lease",
+    "INTERRUPTED": "a dependency (PostgreSQL, S3) interrupted this run request too often",
+    "PARSE_FAILED": "the parse worker process died before the end of the file",
+    "INTERNAL_ERROR": "a bug; the load was rolled back and the log has the traceback",
+    # Of one run in /runs only: the job itself went on.
+    "ABANDONED": "the consumer shut down mid-run; the run was rolled back and re-queued",
+    # Of submission (JS) jobs: the upload did not complete, so no file version was stored.
+    "UPLOAD_FAILED": "the upload broke off (client disconnect, storage error)",
+    "PAYLOAD_TOO_LARGE": "the upload exceeded MAX_UPLOAD_BYTES",
+    "REQUEST_TIMEOUT": "the client sent no body bytes for UPLOAD_READ_TIMEOUT_SECONDS",
+}
+# Why a row was rejected (docs/feed-format.md): a column's rule, or a fault of the record.
+RowErrorCode = Literal[
+    "INVALID_SKU",
+    "DUPLICATE_SKU",
+    "INVALID_NAME",
+    "INVALID_DESCRIPTION",
+    "INVALID_PRICE",
+    "INVALID_CURRENCY",
+    "INVALID_QUANTITY",
+    "INVALID_CATEGORY",
+    "INVALID_BRAND",
+    "INVALID_GTIN",
+    "INVALID_TIMESTAMP",
+    "INVALID_BOOLEAN",
+    "ROW_LENGTH",
+    "INVALID_CHARACTER",
+    "INVALID_ENCODING",
+    "FIELD_TOO_LARGE",
+    "UNTERMINATED_QUOTE",
+]
+JobErrorCode = Literal[
+    "MISSING_COLUMNS",
+    "INVALID_HEADER",
+    "DECOMPRESSION_LIMIT",
+    "TOO_MANY_REJECTED_ROWS",
+    "EMPTY_SNAPSHOT",
+    "FILE_NOT_FOUND",
+    "FEED_NOT_READY",
+    "CANCELLED",
+    "WORKER_LOST",
+    "INTERRUPTED",
+    "PARSE_FAILED",
+    "INTERNAL_ERROR",
+    "ABANDONED",
+    "UPLOAD_FAILED",
+    "PAYLOAD_TOO_LARGE",
+    "REQUEST_TIMEOUT",
+]
+
+
+class ErrorBody(Struct, omit_defaults=False):
+    error_code: str
+    message: str
+    detail: str
+    details: dict[str, Any] = {}
+
+
+class RunOptions(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options of one run; unset fields fall back to the feed's defaults."""
+
+    mode: Mode | None = None
+    max_rejected_rows: NonNegative | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+class EffectiveOptions(Struct, kw_only=True):
+    """The options a run actually ran with (stored with the run, shown by /runs)."""
+
+    mode: Mode
+    max_rejected_rows: int | None
+    dry_run: bool
+    force: bool
+    delimiter: str
+
+
+class RunRequest(Struct, kw_only=True):
+    """An AMQP run request: from the gateway's outbox, the sweeper, or upstream services.
+
+    ``attempt`` is set by feedjobs itself: it names the queued run the message wakes, so a
+    duplicate delivery can never start a second run.
+    """
+
+    job_id: JobIdText | None = None
+    feed_id: FeedIdText | None = None
+    options: RunOptions | None = None
+    request_id: CorrelationId | None = None
+    attempt: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
+
+
+class ScheduleBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``PUT /feeds/{id}/schedule``: a cron expression (in ``timezone``) or a fixed interval,
+    and the options of the runs it requests (unset ones fall back to the feed's)."""
+
+    cron: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    every_seconds: Annotated[int, Meta(ge=1, le=366 * 86400)] | None = None
+    mode: Mode | None = None
+    max_rejected_rows: NonNegative | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+class ScheduleView(Struct):
+    cron: str | None
+    timezone: str
+    every_seconds: int | None
+    options: RunOptions
+    next_run_at: Timestamp
+    last_run_at: Timestamp | None
+
+
+class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
+    s3_uri: str
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    mode: Mode = "upsert"
+    delimiter: Delimiter = ","
+    max_rejected_rows: NonNegative | None = None
+    # Load every new object version that arrives there (S3 event notifications): s3_uri is
+    # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
+    watch: bool = False
+
+
+class FeedCreated(Struct):
+    feed_id: str
+    submission_job_id: str
+    validation_job_id: str
+
+
+FeedStatus = Literal["receiving", "ready", "upload_failed"]
+FEED_STATUSES: tuple[str, ...] = ("receiving", "ready", "upload_failed")
+
+
+class FeedSummary(Struct):
+    """A feed as ``GET /feeds`` lists it (``GET /feeds/{id}`` adds ``product_count``)."""
+
+    feed_id: str
+    name: str
+    status: FeedStatus
+    s3_uri: str
+    mode: str
+    delimiter: str
+    created_at: Timestamp
+    validation_job_id: str
+    submission_job_id: str
+    last_loaded_at: Timestamp | None
+    max_rejected_rows: int | None
+    watch: str | None  # the S3 key or prefix whose new versions the feed loads
+
+
+class FeedView(FeedSummary):
+    """A feed as ``GET /feeds/{id}`` shows it."""
+
+    product_count: int
+    schedule: ScheduleView | None = None
+    next_run_at: Timestamp | None = None
+
+
+class FeedList(Struct, omit_defaults=True):
+    feeds: list[FeedSummary]
+    next_cursor: str | None
+    total: int | None = None  # with include_total=true: every match, not just this page
+
+
+class JobView(Struct):
+    job_id: str
+    feed_id: str
+    job_type: JobType
+    status: JobStatus
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    attempt: int
+    message: str | None
+    progress: Raw | None
+    retry_after: int | None
+    result: Raw | None
+    error: Raw | None
+
+
+class JobList(Struct, omit_defaults=True):
+    jobs: list[JobView]
+    next_cursor: str | None
+    total: int | None = None  # with include_total=true: every match, not just this page
+
+
+class RunAccepted(Struct):
+    job_id: str
+    status: Literal["queued"]
+    attempt: int
+
+
+class RunView(Struct):
+    attempt: int
+    status: JobStatus
+    requested_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    requested_by: str
+    options: Raw
+    result: Raw | None
+    error: Raw | None
+
+
+class RunList(Struct):
+    job_id: str
+    runs: list[RunView]
+
+
+class RowError(Struct):
+    line: int
+    column: str | None
+    code: RowErrorCode
+    message: str
+    raw: str
+
+
+class ErrorList(Struct):
+    job_id: str
+    attempt: int
+    errors: list[RowError]
+    next_cursor: str | None
+
+
+class FirstError(Struct):
+    line: int
+    column: str | None
+    code: str
+    message: str
+
+
+class ValidationResult(Struct, kw_only=True):
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    bytes_read: int
+    file_unchanged: bool
+    ignored_columns: list[str]
+    first_error: FirstError | None
+    duration_ms: int
+    dry_run: bool = False
+    # Where every rejection of this run can be downloaded (as CSV with Accept: text/csv).
+    rejections_url: str | None = None
+
+
+class SubmissionResult(Struct):
+    """What a submission job stored: an upload's size and SHA-256, or a registered object's
+    size and ETag (its SHA-256 is not known without reading it)."""
+
+    bytes: int
+    sha256: str | None
+    s3_uri: str
+    etag: str | None = None
+
+
+class JobError(Struct):
+    code: JobErrorCode
+    message: str
+    details: dict[str, Any] = {}
+
+
+class Progress(Struct):
+    rows_read: int
+    bytes_read: int
+    bytes_total: int | None
+    percent: float | None
+
+
+class StatusEvent(Struct):
+    job_id: str
+    feed_id: str
+    status: str
+    attempt: int
+    result: Raw | None
+    error: Raw | None
+    occurred_at: str
+
+
+json_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return json_encoder.encode(obj)

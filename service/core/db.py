@@ -1,0 +1,62 @@
+"""PostgreSQL connections: create the database if missing, a pool with bounded start-up retries."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+
+import asyncpg
+
+from service.core.errors import ConfigError
+from service.core.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def database_name(url: str) -> str:
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    if not name:
+        raise ConfigError("invalid setting DATABASE_URL: it names no database")
+    return urllib.parse.unquote(name)
+
+
+def admin_url(url: str) -> str:
+    """The same server, database ``postgres``: where CREATE DATABASE is issued."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database named by ``url`` if it does not exist; True when it was created."""
+    name = database_name(url)
+    conn = await asyncpg.connect(admin_url(url))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        log.info("database_created", database=name)
+        return True
+    finally:
+        await conn.close()
+
+
+async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
+    delay = 0.5
+    for attempt in range(1, retries + 1):
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=max_size, command_timeout=None
+            )
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            if attempt == retries:
+                raise
+            log.warning("postgres_connect_retry", attempt=attempt, error=str(exc), delay_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,184 @@
+"""S3 access through aioboto3: one client per process, streamed uploads and reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aioboto3
+import botocore.exceptions
+import msgspec
+
+from service.core.errors import InvalidRequest, PayloadTooLarge, StorageError
+from service.core.settings import Settings
+
+PART_SIZE = 8 * 1024 * 1024  # S3's minimum part is 5 MiB; 8 MiB keeps memory flat and calls few
+
+
+class S3Uri(msgspec.Struct, frozen=True):
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(value: str) -> S3Uri:
+    if not value.startswith("s3://"):
+        raise InvalidRequest(
+            f"s3_uri must look like s3://bucket/key, got {value[:200]!r}",
+            details={"field": "s3_uri"},
+        )
+    bucket, _, key = value[5:].partition("/")
+    if not bucket or not key:
+        raise InvalidRequest(
+            f"s3_uri must name a bucket and a key, got {value[:200]!r}", details={"field": "s3_uri"}
+        )
+    return S3Uri(bucket, key)
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": settings.s3_region}
+    if settings.s3_endpoint_url:
+        kwargs["endpoint_url"] = settings.s3_endpoint_url
+    if settings.aws_access_key_id:
+        kwargs["aws_access_key_id"] = settings.aws_access_key_id
+        kwargs["aws_secret_access_key"] = settings.aws_secret_access_key
+    elif settings.s3_endpoint_url:
+        # A local S3 server (moto, MinIO in dev) accepts any credentials.
+        kwargs["aws_access_key_id"] = "test"
+        kwargs["aws_secret_access_key"] = "test"
+    return kwargs
+
+
+@asynccontextmanager
+async def s3_client(settings: Settings) -> AsyncIterator[Any]:
+    session = aioboto3.Session()
+    async with session.client("s3", **client_kwargs(settings)) as client:
+        yield client
+
+
+async def ensure_bucket(client: Any, bucket: str) -> None:
+    try:
+        await client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError:
+        try:
+            await client.create_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+
+class Stored(msgspec.Struct):
+    bytes: int
+    sha256: str
+    etag: str
+
+
+async def upload_stream(
+    client: Any,
+    uri: S3Uri,
+    chunks: AsyncIterator[bytes],
+    *,
+    limit: int,
+    content_type: str = "text/csv",
+) -> Stored:
+    """Stream ``chunks`` to S3 by multipart upload; memory holds at most one part.
+
+    Over ``limit`` bytes the upload is aborted and PayloadTooLarge raised.
+    """
+    digest = hashlib.sha256()
+    total = 0
+    buf = bytearray()
+    upload_id: str | None = None
+    parts: list[dict[str, Any]] = []
+
+    async def flush() -> None:
+        nonlocal upload_id
+        if upload_id is None:
+            created = await client.create_multipart_upload(
+                Bucket=uri.bucket, Key=uri.key, ContentType=content_type
+            )
+            upload_id = created["UploadId"]
+        number = len(parts) + 1
+        resp = await client.upload_part(
+            Bucket=uri.bucket, Key=uri.key, UploadId=upload_id, PartNumber=number, Body=bytes(buf)
+        )
+        parts.append({"ETag": resp["ETag"], "PartNumber": number})
+        buf.clear()
+
+    try:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(
+                    f"The upload is larger than the limit of {limit} bytes",
+                    details={"limit_bytes": limit},
+                )
+            digest.update(chunk)
+            buf += chunk
+            if len(buf) >= PART_SIZE:
+                await flush()
+        if upload_id is None:
+            resp = await client.put_object(
+                Bucket=uri.bucket, Key=uri.key, Body=bytes(buf), ContentType=content_type
+            )
+            etag = resp["ETag"]
+        else:
+            if buf:
+                await flush()
+            resp = await client.complete_multipart_upload(
+                Bucket=uri.bucket, Key=uri.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            etag = resp["ETag"]
+    except BaseException:
+        if upload_id is not None:
+            try:
+                await client.abort_multipart_upload(
+                    Bucket=uri.bucket, Key=uri.key, UploadId=upload_id
+                )
+            except botocore.exceptions.BotoCoreError:
+                pass
+            except botocore.exceptions.ClientError:
+                pass
+        raise
+    return Stored(bytes=total, sha256=digest.hexdigest(), etag=etag.strip('"'))
+
+
+class ObjectInfo(msgspec.Struct):
+    size: int
+    etag: str
+
+
+async def head(client: Any, uri: S3Uri) -> ObjectInfo | None:
+    """Size and ETag of an object, None when it does not exist."""
+    try:
+        resp = await client.head_object(Bucket=uri.bucket, Key=uri.key)
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket", "403", "AccessDenied"):
+            return None
+        raise StorageError(f"S3 answered {code} for {uri}") from exc
+    return ObjectInfo(size=int(resp["ContentLength"]), etag=str(resp["ETag"]).strip('"'))
+
+
+async def read_stream(
+    client: Any, uri: S3Uri, *, chunk_size: int = 1024 * 1024, if_match: str | None = None
+) -> AsyncIterator[bytes]:
+    """Yield the object's bytes in chunks (never the whole object in memory)."""
+    kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
+    if if_match:
+        kwargs["IfMatch"] = if_match
+    resp = await client.get_object(**kwargs)
+    body = resp["Body"]
+    try:
+        while True:
+            chunk = await body.read(chunk_size)
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        body.close()

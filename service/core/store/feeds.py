@@ -1,0 +1,225 @@
+"""Feeds and their submission/validation jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from service.core import ids
+
+FEED_VIEW_SQL = """
+SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
+       rfc3339(f.created_at) AS created_at,
+       f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
+       rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
+       (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
+           AS product_count
+FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
+"""
+
+
+FEED_LIST_COLUMNS = """
+    f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
+    rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
+    f.validation_job_id, f.submission_job_id, f.max_rejected_rows,
+    rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
+"""
+FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
+
+
+async def list_feeds(
+    db: asyncpg.Pool,
+    tenant_id: int,
+    *,
+    status: str | None,
+    cursor: tuple[datetime, str] | None,
+    limit: int,
+    newest_first: bool = True,
+    with_total: bool = False,
+) -> tuple[list[asyncpg.Record], int | None]:
+    """A page of a tenant's feeds in creation order, and, if asked, how many match in all.
+    No product counts: a count per feed is a scan of its products."""
+    total: int | None = None
+    if with_total:
+        total = await db.fetchval(
+            f"SELECT count(*) FROM feeds f WHERE {FEED_FILTER}", tenant_id, status
+        )
+    order, after = ("DESC", "<") if newest_first else ("ASC", ">")
+    after_ts, after_id = cursor if cursor else (None, "")
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {FEED_LIST_COLUMNS} FROM feeds f WHERE {FEED_FILTER}"
+        f" AND ($3::timestamptz IS NULL OR (f.created_at, f.id) {after} ($3, $4))"
+        f" ORDER BY f.created_at {order}, f.id {order} LIMIT $5",
+        tenant_id,
+        status,
+        after_ts,
+        after_id,
+        limit,
+    )
+    return rows, total
+
+
+async def next_number(conn: asyncpg.Connection) -> int:
+    n: int = await conn.fetchval("SELECT nextval('object_number_seq')")
+    return n
+
+
+async def create_feed(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: int,
+    name: str | None,
+    s3_uri: str | None,
+    source: str,
+    mode: str,
+    delimiter: str,
+    max_rejected_rows: int | None,
+    submission_status: str,
+    submission_result: str | None = None,
+) -> tuple[str, str, str, int]:
+    """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).
+
+    ``s3_uri`` may be None for uploads: the key is derived from the new ids.
+    """
+    n = await next_number(conn)
+    feed_id = ids.make_id(ids.FEED, n)
+    js_id = ids.make_id(ids.SUBMISSION, n)
+    jv_id = ids.make_id(ids.VALIDATION, n)
+    await conn.execute(
+        "INSERT INTO feeds (id, tenant_id, name, s3_uri, source, mode, delimiter,"
+        " max_rejected_rows, validation_job_id, submission_job_id, status)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        "  CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END)",
+        feed_id,
+        tenant_id,
+        name or feed_id,
+        s3_uri or "",
+        source,
+        mode,
+        delimiter,
+        max_rejected_rows,
+        jv_id,
+        js_id,
+    )
+    await insert_job(
+        conn,
+        js_id,
+        n,
+        tenant_id,
+        feed_id,
+        "submission",
+        submission_status,
+        result=submission_result,
+    )
+    await insert_job(conn, jv_id, n, tenant_id, feed_id, "validation", "created")
+    return feed_id, js_id, jv_id, n
+
+
+async def insert_job(
+    conn: asyncpg.Connection,
+    job_id: str,
+    number: int,
+    tenant_id: int,
+    feed_id: str,
+    job_type: str,
+    status: str,
+    *,
+    result: str | None = None,
+    message: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO jobs (id, seq, tenant_id, feed_id, job_type, status, result, message,"
+        " attempt, started_at, finished_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8,"
+        "  CASE WHEN $5 = 'submission' THEN 1 ELSE 0 END,"
+        "  CASE WHEN $6 IN ('running', 'completed') THEN now() END,"
+        "  CASE WHEN $6 = 'completed' THEN now() END)",
+        job_id,
+        number,
+        tenant_id,
+        feed_id,
+        job_type,
+        status,
+        result,
+        message,
+    )
+
+
+async def new_submission(conn: asyncpg.Connection, tenant_id: int, feed_id: str) -> tuple[str, int]:
+    """A new JS job for a new version of an uploaded feed's file."""
+    n = await next_number(conn)
+    js_id = ids.make_id(ids.SUBMISSION, n)
+    await insert_job(
+        conn, js_id, n, tenant_id, feed_id, "submission", "running", message="Receiving upload"
+    )
+    return js_id, n
+
+
+async def get_feed(
+    conn: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id)
+
+
+async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM feeds WHERE id = $1 AND tenant_id = $2", feed_id, tenant_id
+    )
+    return found is not None
+
+
+async def get_feed_row(
+    conn: asyncpg.Connection | asyncpg.Pool, feed_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id)
+
+
+async def lock_feed_row(
+    conn: asyncpg.Connection, feed_id: str, tenant_id: int
+) -> asyncpg.Record | None:
+    """The tenant's feed, locked until the transaction ends (None: not this tenant's)."""
+    return await conn.fetchrow(
+        "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, tenant_id
+    )
+
+
+async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:
+    """A file version is stored: the feed reads it from now on, and can be run."""
+    await conn.execute(
+        "UPDATE feeds SET s3_uri = $2, submission_job_id = $3, status = 'ready' WHERE id = $1",
+        feed_id,
+        s3_uri,
+        js_id,
+    )
+
+
+async def set_watch(conn: asyncpg.Connection, feed_id: str, watch: str) -> None:
+    await conn.execute("UPDATE feeds SET watch = $2 WHERE id = $1", feed_id, watch)
+
+
+async def upload_failed(conn: asyncpg.Connection, feed_id: str) -> None:
+    """An upload broke off: a feed that never had a file becomes ``upload_failed``; one that
+    had keeps its previous version."""
+    await conn.execute(
+        "UPDATE feeds SET status = 'upload_failed' WHERE id = $1 AND status <> 'ready'", feed_id
+    )
+
+
+async def finish_submission(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    js_id: str,
+    *,
+    result: str | None,
+    error: str | None,
+    message: str,
+) -> None:
+    await conn.execute(
+        "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
+        " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
+        " WHERE id = $1",
+        js_id,
+        result,
+        error,
+        message,
+    )

@@ -1,0 +1,92 @@
+"""The job representation: body, ETag and polling headers, shared by every job route."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from service.core.contracts import TERMINAL_STATUSES, JobView, encode
+
+
+def job_view(row: asyncpg.Record, *, with_result: bool = True) -> JobView:
+    def raw(value: str | None) -> msgspec.Raw | None:
+        return None if value is None else msgspec.Raw(value.encode())
+
+    return JobView(
+        job_id=row["job_id"],
+        feed_id=row["feed_id"],
+        job_type=row["job_type"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempt=row["attempt"],
+        message=row["message"],
+        progress=raw(row["progress"]),
+        retry_after=row["retry_after"],
+        result=raw(row["result"]) if with_result else None,
+        error=raw(row["error"]),
+    )
+
+
+def etag_of(row: asyncpg.Record) -> str:
+    return f'"{row["job_id"]}.{row["version"]}"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def is_terminal(row: asyncpg.Record) -> bool:
+    return row["status"] in TERMINAL_STATUSES
+
+
+class Rendered(NamedTuple):
+    etag: str
+    body: bytes
+    headers: dict[str, str]  # ETag, Cache-Control, Retry-After (if any), Content-Type
+
+
+class Bodies:
+    """Rendered job versions by ETag: a job's representation changes only with its
+    version, so a poll of an unchanged job sends bytes and headers prepared once. Bounded,
+    oldest out first. Only handed out after the job's owner was checked
+    (routes_jobs._load)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._rendered: OrderedDict[str, Rendered] = OrderedDict()
+        self._size = size
+
+    def of(self, row: asyncpg.Record) -> Rendered:
+        etag = etag_of(row)
+        hit = self._rendered.get(etag)
+        if hit is None:
+            headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+            if row["retry_after"] is not None:
+                headers["Retry-After"] = str(row["retry_after"])
+            headers["Content-Type"] = "application/json; charset=utf-8"
+            hit = self._rendered[etag] = Rendered(etag, encode(job_view(row)), headers)
+            if len(self._rendered) > self._size:
+                self._rendered.popitem(last=False)
+        return hit
+
+
+BODIES = web.AppKey("job_bodies", Bodies)
+
+
+def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200) -> web.Response:
+    rendered = request.app[BODIES].of(row)
+    if status == 200 and etag_matches(request.headers.get("If-None-Match"), rendered.etag):
+        headers = dict(rendered.headers)
+        del headers["Content-Type"]
+        return web.Response(status=304, headers=headers)
+    return web.Response(status=status, body=rendered.body, headers=rendered.headers)

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the gateway (one registry per app, so tests can run many apps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from service.core.store import health as health_store
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "feedjobs_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method", "status"],
+            registry=self.registry,
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
+        )
+        self.jobs = Gauge(
+            "feedjobs_jobs",
+            "Jobs by type and status",
+            ["job_type", "status"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "feedjobs_outbox_backlog", "Outbox rows not yet published", registry=self.registry
+        )
+        self.rows = Gauge(
+            "feedjobs_rows_processed", "Rows read by completed runs", registry=self.registry
+        )
+        # The labelled child of each (route, method, status) seen, looked up once: labels()
+        # costs more than the observation itself, on every request.
+        self._children: dict[tuple[str, str, int], Any] = {}
+        self.long_polls = Gauge(
+            "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.latency.labels(route, method, str(status))
+        child.observe(seconds)
+
+    async def refresh(self, pool: asyncpg.Pool, waiting: int) -> None:
+        gauges = await health_store.gauges(pool)
+        self.jobs.clear()
+        for job_type, status, count in gauges.jobs:
+            self.jobs.labels(job_type, status).set(count)
+        self.outbox_backlog.set(gauges.outbox_backlog)
+        self.rows.set(gauges.rows_read)
+        self.long_polls.set(waiting)
+
+
+METRICS = web.AppKey("metrics", Metrics)

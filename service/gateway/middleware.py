@@ -1,0 +1,204 @@
+"""Request id, access log, error bodies, authentication and rate limiting."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from service.core.contracts import ErrorBody, encode
+from service.core.errors import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    RouteNotFound,
+    ServiceError,
+    Unauthorized,
+    Unavailable,
+)
+from service.core.ids import is_correlation_id
+from service.core.logs import ACCESS, get_logger
+from service.core.store.keys import Principal
+from service.gateway import appkeys
+from service.gateway.metrics import METRICS
+from service.gateway.ratelimit import RateLimiter
+
+log = get_logger("service.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Generated request ids: a random prefix per process and a counter (unique across replicas
+# without a uuid4, i.e. an os.urandom call, per request).
+_ID_PREFIX = secrets.token_hex(12)
+_ID_COUNTER = itertools.count(1)
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+PROTECTED = ("/jobs", "/feeds")
+
+
+def error_response(exc: ServiceError, request_id: str) -> web.Response:
+    details = dict(exc.details)
+    if exc.status >= 500:
+        details.setdefault("request_id", request_id)
+    body = ErrorBody(
+        error_code=exc.error_code, message=exc.message, detail=exc.detail, details=details
+    )
+    resp = web.Response(
+        status=exc.status, body=encode(body), content_type="application/json", charset="utf-8"
+    )
+    for name, value in exc.headers.items():
+        resp.headers[name] = value
+    if exc.status in (408, 413):
+        resp.force_close()  # the rest of the body was not read: this connection is done
+    return resp
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def _translate_http(exc: web.HTTPException) -> ServiceError:
+    if exc.status == 404:
+        return RouteNotFound("No such route")
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()))
+        return MethodNotAllowed(
+            f"Method not allowed on this route; it takes {', '.join(allowed)}",
+            details={"allowed": allowed},
+            headers={"Allow": ", ".join(allowed)},
+        )
+    if exc.status == 413:
+        return PayloadTooLarge("The request body is too large")
+    err = ServiceError(exc.reason or "HTTP error")
+    err.status = exc.status  # type: ignore[misc]
+    err.error_code = "HTTP_ERROR"  # type: ignore[misc]
+    return err
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, one access log line, and every error mapped to the error body."""
+    started = time.perf_counter()
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if is_correlation_id(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    # Every line the request causes names the job or feed it is about (ops filter by them).
+    ids = {k: v for k in ("job_id", "feed_id") if (v := request.match_info.get(k))}
+    structlog.contextvars.bind_contextvars(request_id=request_id, **ids)
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(_translate_http(exc), request_id)
+        except ServiceError as exc:
+            response = error_response(exc, request_id)
+        except asyncpg.PostgresConnectionError as exc:
+            log.warning("database_unavailable", error=str(exc))
+            response = error_response(
+                Unavailable(
+                    "The database is not reachable; try again shortly", headers={"Retry-After": "5"}
+                ),
+                request_id,
+            )
+        except (OSError, asyncpg.CannotConnectNowError) as exc:
+            log.warning("database_unavailable", error=str(exc))
+            response = error_response(
+                Unavailable(
+                    "A backing service is not reachable; try again shortly",
+                    headers={"Retry-After": "5"},
+                ),
+                request_id,
+            )
+        except Exception:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = error_response(ServiceError("Internal error"), request_id)
+    except web.HTTPException as exc:  # redirects and the like
+        exc.headers["x-request-id"] = request_id
+        raise
+    response.headers["x-request-id"] = request_id
+    elapsed = time.perf_counter() - started
+    route = request.match_info.route.resource
+    request.app[METRICS].observe(
+        route.canonical if route is not None else "unmatched",
+        request.method,
+        response.status,
+        elapsed,
+    )
+    p = request.get(PRINCIPAL)
+    line = {
+        "event": "http_request",
+        "method": request.method,
+        "path": request.path,
+        "status": response.status,
+        "tenant": p.tenant if p else None,
+        "duration_ms": round(elapsed * 1000, 2),
+        "request_id": request_id,
+        **ids,
+    }
+    if not ACCESS.write(line):
+        del line["event"], line["request_id"]
+        for key in ids:
+            del line[key]
+        log.info("http_request", **line)
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if not _protected(path):
+        return await handler(request)
+    app = request.app
+    key = request.headers.get("x-api-key")
+    p = app[appkeys.KEYS].cached(key)
+    if p is None:
+        try:
+            p = await app[appkeys.KEYS].authenticate(app[appkeys.POOL], key)
+        except Unauthorized:
+            # Failed keys are throttled per client address: guessing keys costs time too.
+            _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
+            raise
+    request[PRINCIPAL] = p
+    structlog.contextvars.bind_contextvars(tenant=p.tenant)
+    limiter = app[appkeys.LIMITER]
+    remaining = _take(limiter, p.key_id, "requests")
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        exc.headers.update(limiter.headers(remaining, 0.0))
+        raise
+    # Set one by one: this runs on every poll, and a dict per request shows in the bench.
+    headers = response.headers
+    headers["RateLimit-Limit"] = limiter.limit_text
+    headers["RateLimit-Remaining"] = str(remaining)
+    headers["RateLimit-Reset"] = "0"
+    return response
+
+
+def _protected(path: str) -> bool:
+    """``/jobs``, ``/feeds`` and everything under them."""
+    for prefix in PROTECTED:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return True
+    return False
+
+
+def _take(limiter: RateLimiter, key: Hashable, what: str) -> int:
+    """One token from ``key``'s bucket (the tokens left), or 429 when it is empty."""
+    allowed, remaining, wait = limiter.take(key)
+    if not allowed:
+        headers = limiter.headers(remaining, wait)
+        headers["Retry-After"] = headers["RateLimit-Reset"] if wait >= 1 else "1"
+        raise RateLimited(
+            f"Rate limit of {limiter.rate:g} {what} per second (burst {limiter.burst}) exceeded",
+            detail="Too many requests",
+            headers=headers,
+        )
+    return remaining

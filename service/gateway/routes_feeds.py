@@ -1,0 +1,384 @@
+"""/feeds routes: upload (streamed to S3) or register a feed, new file versions, read a feed."""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from service.core import ids, s3_events, schedules
+from service.core.contracts import (
+    FEED_STATUSES,
+    JOB_ERROR_CODES,
+    FeedCreated,
+    FeedList,
+    FeedSummary,
+    FeedView,
+    RegisterFeed,
+    RunOptions,
+    ScheduleBody,
+    ScheduleView,
+    SubmissionResult,
+    encode,
+)
+from service.core.errors import (
+    FeedNotFound,
+    InvalidRequest,
+    RequestTimeout,
+    ScheduleNotFound,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from service.core.logs import get_logger
+from service.core.s3 import S3Uri, head, parse_s3_uri, upload_stream
+from service.core.s3_access import may_read, may_watch, upload_uri
+from service.core.store import feeds as feeds_store
+from service.core.store import s3_prefixes
+from service.core.store import schedules as schedules_store
+from service.gateway import appkeys
+from service.gateway.bodies import json_response, list_query, page, query_int, read_json
+from service.gateway.middleware import principal
+
+log = get_logger(__name__)
+routes = web.RouteTableDef()
+
+UPLOAD_TYPES = (
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+)
+DELIMITERS = {",": ",", ";": ";", "|": "|", "\t": "\t", "tab": "\t", "\\t": "\t"}
+
+
+def _upload_options(request: web.Request) -> dict[str, Any]:
+    q = request.query
+    mode = q.get("mode") or "upsert"
+    if mode not in ("upsert", "snapshot"):
+        raise InvalidRequest(
+            "Query parameter `mode` must be upsert or snapshot", details={"field": "mode"}
+        )
+    delimiter = DELIMITERS.get(q.get("delimiter") or ",")
+    if delimiter is None:
+        raise InvalidRequest(
+            "Query parameter `delimiter` must be one of , ; | or tab",
+            details={"field": "delimiter"},
+        )
+    name = q.get("name") or None
+    if name is not None and len(name) > 200:
+        raise InvalidRequest(
+            "Query parameter `name` is limited to 200 characters", details={"field": "name"}
+        )
+    max_rejected = (
+        query_int(request, "max_rejected_rows", -1, 0, 2**31 - 1)
+        if q.get("max_rejected_rows")
+        else None
+    )
+    return {"mode": mode, "delimiter": delimiter, "name": name, "max_rejected_rows": max_rejected}
+
+
+async def _body(request: web.Request, timeout: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that sends nothing for ``timeout`` seconds
+    gets 408 instead of holding a connection and an S3 multipart upload forever."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"No body bytes arrived for {timeout:g} seconds; the upload was abandoned",
+                details={"timeout_s": timeout},
+            ) from None
+        if not chunk:
+            if not request.content.is_eof():
+                continue
+            return
+        yield chunk
+
+
+async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -> None:
+    """Stream the body to S3 and record the outcome in the JS job and the feed: the feed's
+    file becomes this version on success; a first upload that fails leaves the feed
+    ``upload_failed`` (not runnable), a later one leaves the previous version in place."""
+    app = request.app
+    pool = app[appkeys.POOL]
+    settings = app[appkeys.SETTINGS]
+    try:
+        stored = await upload_stream(
+            app[appkeys.S3],
+            uri,
+            _body(request, settings.upload_read_timeout_seconds),
+            limit=settings.max_upload_bytes,
+        )
+    except BaseException as exc:
+        if isinstance(exc, ServiceError):
+            # A documented job error code (contracts.JOB_ERROR_CODES), else the general one.
+            code = exc.error_code if exc.error_code in JOB_ERROR_CODES else "UPLOAD_FAILED"
+            message = exc.message
+            exc.details.update({"feed_id": feed_id, "submission_job_id": js_id})
+        else:
+            code, message = "UPLOAD_FAILED", f"The upload broke off: {type(exc).__name__}"
+        async with pool.acquire() as conn, conn.transaction():
+            await feeds_store.finish_submission(
+                conn,
+                js_id,
+                result=None,
+                message=message,
+                error=encode({"code": code, "message": message, "details": {}}).decode(),
+            )
+            await feeds_store.upload_failed(conn, feed_id)
+        app[appkeys.WATCHER].cache.invalidate(js_id)
+        log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
+        raise
+    result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
+    async with pool.acquire() as conn, conn.transaction():
+        await feeds_store.set_file(conn, feed_id, str(uri), js_id)
+        await feeds_store.finish_submission(
+            conn,
+            js_id,
+            result=encode(result).decode(),
+            error=None,
+            message=f"Stored {stored.bytes} bytes",
+        )
+    app[appkeys.WATCHER].cache.invalidate(js_id)
+    log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
+
+
+def _check_upload_type(request: web.Request) -> None:
+    if request.content_type not in UPLOAD_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {request.content_type} is not accepted: send the CSV as text/csv"
+            " (optionally with Content-Encoding: gzip), or JSON with an s3_uri",
+            details={"content_type": request.content_type},
+        )
+
+
+@routes.post("/feeds")
+async def create_feed(request: web.Request) -> web.Response:
+    if request.content_type == "application/json":
+        return await _register(request)
+    _check_upload_type(request)
+    opts = _upload_options(request)
+    p = principal(request)
+    pool = request.app[appkeys.POOL]
+    bucket = request.app[appkeys.SETTINGS].s3_bucket
+    async with pool.acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=opts["name"],
+            s3_uri=None,
+            source="upload",
+            mode=opts["mode"],
+            delimiter=opts["delimiter"],
+            max_rejected_rows=opts["max_rejected_rows"],
+            submission_status="running",
+        )
+    uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
+    log.info("feed_created", feed_id=feed_id, source="upload")
+    await _receive(request, feed_id, js_id, uri)
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+async def _register(request: web.Request) -> web.Response:
+    settings = request.app[appkeys.SETTINGS]
+    body = await read_json(request, RegisterFeed, limit=settings.max_json_body_bytes)
+    assert body is not None
+    p = principal(request)
+    pool = request.app[appkeys.POOL]
+    if body.watch and s3_events.is_pattern(body.s3_uri):
+        return await _register_watch(request, body)
+    uri = parse_s3_uri(body.s3_uri)
+    allowed = may_read(
+        uri, p.tenant_id, settings.s3_bucket, await s3_prefixes.allowed(pool, p.tenant_id)
+    )
+    # Not allowed answers exactly as not found: existence is not leaked.
+    info = await head(request.app[appkeys.S3], uri) if allowed else None
+    if info is None:
+        raise InvalidRequest(
+            f"Object {uri} does not exist or is not readable",
+            details={"field": "s3_uri", "s3_uri": str(uri)},
+        )
+    result = SubmissionResult(bytes=info.size, sha256=None, s3_uri=str(uri), etag=info.etag)
+    async with pool.acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=body.name or posixpath.basename(uri.key),
+            s3_uri=str(uri),
+            source="register",
+            mode=body.mode,
+            delimiter=body.delimiter,
+            max_rejected_rows=body.max_rejected_rows,
+            submission_status="completed",
+            submission_result=encode(result).decode(),
+        )
+        if body.watch:
+            await feeds_store.set_watch(conn, feed_id, str(uri))
+    log.info("feed_created", feed_id=feed_id, source="register", watch=body.watch)
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Response:
+    """A feed that follows a prefix: no file yet; the first object event brings one."""
+    settings = request.app[appkeys.SETTINGS]
+    p = principal(request)
+    pool = request.app[appkeys.POOL]
+    watch = body.s3_uri
+    parse_s3_uri(s3_events.fixed_part(watch) + "x")  # the usual 400 for a malformed s3 URI
+    allowed = await s3_prefixes.allowed(pool, p.tenant_id)
+    if not may_watch(s3_events.fixed_part(watch), p.tenant_id, settings.s3_bucket, allowed):
+        raise InvalidRequest(
+            f"Prefix {s3_events.fixed_part(watch)} does not exist or is not readable",
+            details={"field": "s3_uri", "s3_uri": watch},
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
+            conn,
+            tenant_id=p.tenant_id,
+            name=body.name or watch,
+            s3_uri=None,
+            source="register",
+            mode=body.mode,
+            delimiter=body.delimiter,
+            max_rejected_rows=body.max_rejected_rows,
+            submission_status="created",
+        )
+        await feeds_store.set_watch(conn, feed_id, watch)
+    log.info("feed_created", feed_id=feed_id, source="register", watch=True)
+    return json_response(
+        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
+    )
+
+
+@routes.put("/feeds/{feed_id}/file")
+async def replace_file(request: web.Request) -> web.Response:
+    feed_id = request.match_info["feed_id"]
+    p = principal(request)
+    if not ids.is_feed_id(feed_id):
+        raise FeedNotFound(feed_id)
+    _check_upload_type(request)
+    pool = request.app[appkeys.POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        feed = await feeds_store.lock_feed_row(conn, feed_id, p.tenant_id)
+        if feed is None:
+            raise FeedNotFound(feed_id)
+        if feed["source"] != "upload":
+            raise InvalidRequest(
+                f"Feed {feed_id} reads {feed['s3_uri']}, which its owner updates in S3;"
+                " only uploaded feeds take a new file here",
+                details={"feed_id": feed_id},
+            )
+        js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
+    uri = upload_uri(request.app[appkeys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
+    await _receive(request, feed_id, js_id, uri)
+    return json_response(
+        FeedCreated(feed_id, js_id, feed["validation_job_id"]),
+        status=201,
+        headers={"Location": f"/feeds/{feed_id}"},
+    )
+
+
+@routes.get("/feeds")
+async def list_feeds(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status not in (None, *FEED_STATUSES):
+        raise InvalidRequest(
+            f"Query parameter `status` must be one of {', '.join(FEED_STATUSES)}",
+            details={"field": "status"},
+        )
+    listing = list_query(request, tuple[datetime, str])
+    limit = listing.limit
+    rows, total = await feeds_store.list_feeds(
+        request.app[appkeys.POOL],
+        principal(request).tenant_id,
+        status=status,
+        cursor=listing.after,
+        limit=limit + 1,
+        newest_first=listing.newest_first,
+        with_total=listing.with_total,
+    )
+    rows, cursor = page(rows, listing, lambda r: [r["created_ts"].isoformat(), r["feed_id"]])
+    fields = FeedSummary.__struct_fields__
+    return json_response(
+        FeedList(
+            feeds=[FeedSummary(**{k: r[k] for k in fields}) for r in rows],
+            next_cursor=cursor,
+            total=total,
+        )
+    )
+
+
+async def _own_feed(request: web.Request) -> str:
+    feed_id = request.match_info["feed_id"]
+    p = principal(request)
+    if not ids.is_feed_id(feed_id) or not await feeds_store.owned(
+        request.app[appkeys.POOL], feed_id, p.tenant_id
+    ):
+        raise FeedNotFound(feed_id)
+    return feed_id
+
+
+def _schedule_view(row: Any) -> ScheduleView:
+    return ScheduleView(
+        cron=row["cron"],
+        timezone=row["timezone"],
+        every_seconds=row["every_seconds"],
+        options=msgspec.json.decode(row["options"], type=RunOptions),
+        next_run_at=row["next_run_at"],
+        last_run_at=row["last_run_at"],
+    )
+
+
+@routes.put("/feeds/{feed_id}/schedule")
+async def put_schedule(request: web.Request) -> web.Response:
+    """Run the feed on a cron expression (in a time zone) or every N seconds."""
+    feed_id = await _own_feed(request)
+    settings = request.app[appkeys.SETTINGS]
+    body = await read_json(request, ScheduleBody, limit=settings.max_json_body_bytes)
+    assert body is not None
+    schedules.check(body)
+    first = schedules.next_run(body.cron, body.every_seconds, body.timezone, datetime.now(UTC))
+    pool = request.app[appkeys.POOL]
+    async with pool.acquire() as conn:
+        await schedules_store.put(conn, feed_id, body, first)
+        row = await schedules_store.get(conn, feed_id)
+    log.info("schedule_set", feed_id=feed_id, cron=body.cron, every_seconds=body.every_seconds)
+    return json_response(_schedule_view(row))
+
+
+@routes.delete("/feeds/{feed_id}/schedule")
+async def delete_schedule(request: web.Request) -> web.Response:
+    feed_id = await _own_feed(request)
+    if not await schedules_store.delete(request.app[appkeys.POOL], feed_id):
+        raise ScheduleNotFound(f"Feed {feed_id} has no schedule", details={"feed_id": feed_id})
+    log.info("schedule_removed", feed_id=feed_id)
+    return web.Response(status=204)
+
+
+@routes.get("/feeds/{feed_id}")
+async def get_feed(request: web.Request) -> web.Response:
+    feed_id = request.match_info["feed_id"]
+    if not ids.is_feed_id(feed_id):
+        raise FeedNotFound(feed_id)
+    pool = request.app[appkeys.POOL]
+    row = await feeds_store.get_feed(pool, feed_id, principal(request).tenant_id)
+    if row is None:
+        raise FeedNotFound(feed_id)
+    schedule = await schedules_store.get(pool, feed_id)
+    view = FeedView(**dict(row))
+    if schedule is not None:
+        view.schedule = _schedule_view(schedule)
+        view.next_run_at = schedule["next_run_at"]
+    return json_response(view)

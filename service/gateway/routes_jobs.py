@@ -1,0 +1,367 @@
+"""/jobs routes: read, long-poll, list, run, cancel, run history, rejected rows."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import time
+from datetime import datetime
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from service.core import ids
+from service.core.contracts import (
+    ACTIVE_STATUSES,
+    JOB_STATUSES,
+    ErrorList,
+    JobList,
+    RowError,
+    RunAccepted,
+    RunList,
+    RunOptions,
+    RunView,
+    encode,
+)
+from service.core.errors import (
+    FeedNotReady,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    JobAlreadyActive,
+    JobNotCancellable,
+    JobNotFound,
+    JobNotRunnable,
+    UnsupportedMediaType,
+)
+from service.core.logs import get_logger
+from service.core.store import feeds as feeds_store
+from service.core.store import idempotency
+from service.core.store import jobs as jobs_store
+from service.gateway import appkeys
+from service.gateway.bodies import (
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    list_query,
+    page,
+    query_int,
+    query_time,
+    read_json,
+    read_limited,
+)
+from service.gateway.jobs_view import etag_matches, etag_of, is_terminal, job_response, job_view
+from service.gateway.middleware import REQUEST_ID, principal
+
+log = get_logger(__name__)
+routes = web.RouteTableDef()
+MAX_WAIT = 60
+
+
+async def _load(request: web.Request, job_id: str) -> asyncpg.Record:
+    """The job as its owner sees it: from the gateway's cache (service/core/jobcache.py) while
+    the job has not changed since, else from the database."""
+    if not ids.is_job_id(job_id):
+        raise JobNotFound(job_id)
+    tenant_id = principal(request).tenant_id
+    cache = request.app[appkeys.WATCHER].cache
+    row = cache.get(job_id, tenant_id)
+    if row is None:
+        seen = cache.changes
+        row = await jobs_store.get_job(request.app[appkeys.POOL], job_id, tenant_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        cache.put(job_id, tenant_id, row, seen)
+    return row
+
+
+async def _wait_for_change(
+    request: web.Request,
+    row: asyncpg.Record,
+    known_etag: str,
+    seconds: int,
+    *,
+    until_terminal: bool = False,
+) -> asyncpg.Record:
+    """Hold until the job's ETag differs from ``known_etag`` (or it is terminal), or time's up."""
+    watcher = request.app[appkeys.WATCHER]
+    deadline = time.monotonic() + seconds
+    while not is_terminal(row) and (until_terminal or etag_of(row) == known_etag):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or watcher.closing:
+            break
+        if not watcher.connected.is_set():
+            # No notifications to wait for: fall back to a slow re-read.
+            await asyncio.sleep(min(1.0, remaining))
+        else:
+            await watcher.wait(row["job_id"], remaining)
+        row = await _load(request, row["job_id"])
+    return row
+
+
+@routes.get("/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    row = await _load(request, request.match_info["job_id"])
+    wait = query_int(request, "wait", 0, 0, MAX_WAIT)
+    if wait and not is_terminal(row):
+        inm = request.headers.get("If-None-Match")
+        known = etag_of(row) if not inm or etag_matches(inm, etag_of(row)) else ""
+        if known:
+            row = await _wait_for_change(request, row, known, wait)
+    return job_response(row, request)
+
+
+@routes.get("/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    q = request.query
+    statuses = None
+    if q.get("status"):
+        statuses = [s.strip() for s in q["status"].split(",") if s.strip()]
+        bad = [s for s in statuses if s not in JOB_STATUSES]
+        if bad:
+            raise InvalidRequest(
+                f"Unknown status {bad[0]!r} in `status`;"
+                f" expected some of {', '.join(JOB_STATUSES)}",
+                details={"field": "status"},
+            )
+    job_type = q.get("job_type") or None
+    if job_type not in (None, "submission", "validation"):
+        raise InvalidRequest(
+            "Query parameter `job_type` must be submission or validation",
+            details={"field": "job_type"},
+        )
+    feed_id = q.get("feed_id") or None
+    listing = list_query(request, tuple[datetime, int, str])
+    limit = listing.limit
+    rows, total = await jobs_store.list_jobs(
+        request.app[appkeys.POOL],
+        principal(request).tenant_id,
+        statuses=statuses,
+        job_type=job_type,
+        feed_id=feed_id,
+        created_after=query_time(request, "created_after"),
+        created_before=query_time(request, "created_before"),
+        cursor=listing.after,
+        limit=limit + 1,
+        newest_first=listing.newest_first,
+        with_total=listing.with_total,
+    )
+    rows, cursor = page(
+        rows, listing, lambda r: [r["created_ts"].isoformat(), r["seq"], r["job_id"]]
+    )
+    return json_response(
+        JobList(
+            jobs=[job_view(r, with_result=False) for r in rows], next_cursor=cursor, total=total
+        )
+    )
+
+
+def _request_hash(job_id: str, body: bytes) -> bytes:
+    return hashlib.sha256(job_id.encode() + b"\0" + body).digest()
+
+
+@routes.post("/jobs/{job_id}/run")
+async def run_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    p = principal(request)
+    settings = request.app[appkeys.SETTINGS]
+    wait = query_int(request, "wait", 0, 0, MAX_WAIT)
+    raw = b""
+    if request.can_read_body:
+        if request.content_type != "application/json":
+            raise UnsupportedMediaType(
+                f"Expected Content-Type application/json, got {request.content_type}",
+                details={"content_type": request.content_type},
+            )
+        raw = await read_limited(request, settings.max_json_body_bytes)
+    options = await read_json(
+        request, RunOptions, limit=settings.max_json_body_bytes, optional=True, raw=raw
+    )
+    if not ids.is_job_id(job_id):
+        raise JobNotFound(job_id)
+    idem_key = request.headers.get("Idempotency-Key")
+    if idem_key is not None and not 1 <= len(idem_key) <= 255:
+        raise InvalidRequest(
+            "Idempotency-Key must be 1 to 255 characters", details={"field": "Idempotency-Key"}
+        )
+    pool = request.app[appkeys.POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        if idem_key is not None:
+            stored = await idempotency.lock_and_find(conn, p.tenant_id, idem_key)
+            if stored is not None:
+                if stored.request_hash != _request_hash(job_id, raw.strip()):
+                    raise IdempotencyKeyReused(
+                        "This Idempotency-Key was used within 24 hours for a different request",
+                        details={"idempotency_key": idem_key},
+                    )
+                log.info("run_request_replayed", job_id=job_id)
+                return _accepted(job_id, stored.body)
+        job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job["job_type"] != "validation":
+            raise JobNotRunnable(details={"job_id": job_id})
+        if job["status"] in ACTIVE_STATUSES:
+            raise JobAlreadyActive(
+                f"Job {job_id} is already {job['status']}",
+                details={"job_id": job_id, "status": job["status"], "attempt": job["attempt"]},
+            )
+        feed = await feeds_store.get_feed_row(conn, job["feed_id"])
+        assert feed is not None
+        if feed["status"] != "ready":
+            raise FeedNotReady(
+                f"Feed {feed['id']} has no stored file (its upload"
+                f" {'failed' if feed['status'] == 'upload_failed' else 'is under way'});"
+                " upload one with PUT /feeds/{feed_id}/file",
+                details={"feed_id": feed["id"], "feed_status": feed["status"]},
+            )
+        attempt = await jobs_store.queue_run(
+            conn,
+            job,
+            jobs_store.effective_options(options, feed),
+            requested_by=f"api:{p.key_id}",
+            request_id=request[REQUEST_ID],
+        )
+        accepted = encode(RunAccepted(job_id=job_id, status="queued", attempt=attempt))
+        if idem_key is not None:
+            await idempotency.remember(
+                conn, p.tenant_id, idem_key, _request_hash(job_id, raw.strip()), accepted
+            )
+    request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
+    log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
+    if wait:
+        row = await _load(request, job_id)
+        row = await _wait_for_change(request, row, "", wait, until_terminal=True)
+        return job_response(row, request)
+    return _accepted(job_id, accepted)
+
+
+def _accepted(job_id: str, body: bytes) -> web.Response:
+    return web.Response(
+        status=202,
+        body=body,
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Location": f"/jobs/{job_id}", "Retry-After": "2"},
+    )
+
+
+@routes.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    if not ids.is_job_id(job_id):
+        raise JobNotFound(job_id)
+    p = principal(request)
+    pool = request.app[appkeys.POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job["status"] not in ACTIVE_STATUSES:
+            raise JobNotCancellable(
+                f"Job {job_id} is {job['status']}; only queued or running jobs can be cancelled",
+                details={"job_id": job_id, "status": job["status"]},
+            )
+        await jobs_store.cancel(conn, job)
+    request.app[appkeys.WATCHER].cache.invalidate(job_id)
+    log.info("cancel_requested", job_id=job_id, status=job["status"])
+    row = await _load(request, job_id)
+    return job_response(row, request, status=202)
+
+
+@routes.get("/jobs/{job_id}/runs")
+async def job_runs(request: web.Request) -> web.Response:
+    row = await _load(request, request.match_info["job_id"])
+
+    def raw(v: str | None) -> msgspec.Raw | None:
+        return None if v is None else msgspec.Raw(v.encode())
+
+    runs = await jobs_store.list_runs(request.app[appkeys.POOL], row["job_id"])
+    return json_response(
+        RunList(
+            job_id=row["job_id"],
+            runs=[
+                RunView(
+                    attempt=r["attempt"],
+                    status=r["status"],
+                    requested_at=r["requested_at"],
+                    started_at=r["started_at"],
+                    finished_at=r["finished_at"],
+                    requested_by=r["requested_by"],
+                    options=msgspec.Raw(r["options"].encode()),
+                    result=raw(r["result"]),
+                    error=raw(r["error"]),
+                )
+                for r in runs
+            ],
+        )
+    )
+
+
+def _wants_csv(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/csv" in accept and "application/json" not in accept
+
+
+async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
+    """Every rejection of the latest run as CSV, streamed batch by batch (flat memory)."""
+    pool = request.app[appkeys.POOL]
+    attempt = await jobs_store.latest_errors_attempt(pool, job_id)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{job_id}-{attempt}-rejections.csv"',
+        }
+    )
+    await resp.prepare(request)
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(["line", "column", "code", "message", "raw"])
+    async for rows in jobs_store.stream_errors(pool, job_id, attempt):
+        out.writerows(
+            (r["line"], r["column_name"] or "", r["code"], r["message"], r["raw"]) for r in rows
+        )
+        await resp.write(buf.getvalue().encode())
+        buf.seek(0)
+        buf.truncate()
+    await resp.write(buf.getvalue().encode())
+    await resp.write_eof()
+    return resp
+
+
+@routes.get("/jobs/{job_id}/errors")
+async def job_errors(request: web.Request) -> web.StreamResponse:
+    row = await _load(request, request.match_info["job_id"])
+    if _wants_csv(request):
+        return await _csv_report(request, row["job_id"])
+    limit = query_int(request, "limit", 100, 1, 1000)
+    pool = request.app[appkeys.POOL]
+    if request.query.get("cursor"):
+        attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
+        after = (line, ordinal)
+    else:
+        attempt, after = await jobs_store.latest_errors_attempt(pool, row["job_id"]), (0, 0)
+    rows = await jobs_store.list_errors(pool, row["job_id"], attempt, after, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([attempt, rows[-1]["line"], rows[-1]["ordinal"]])
+    return json_response(
+        ErrorList(
+            job_id=row["job_id"],
+            attempt=attempt,
+            next_cursor=next_cursor,
+            errors=[
+                RowError(
+                    line=r["line"],
+                    column=r["column_name"],
+                    code=r["code"],
+                    message=r["message"],
+                    raw=r["raw"],
+                )
+                for r in rows
+            ],
+        )
+    )
