@@ -20,16 +20,16 @@ from consumer import load
 from consumer.metrics import ConsumerMetrics
 from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled, count_text, ms_since
 from consumer.session import Spawner
-from service.core.contracts import EffectiveOptions, ValidationResult
+from service.core.contracts import EffectiveOptions, JobError, ValidationResult, job_error_code
 from service.core.errors import InvalidRequest, JobFailure
 from service.core.logs import get_logger
 from service.core.retry import TRANSIENT
 from service.core.s3 import S3Uri, head, parse_s3_uri
 from service.core.s3_access import may_read
 from service.core.settings import Settings
+from service.core.store import lifecycle, runs, s3_prefixes
 from service.core.store import products as stage
-from service.core.store import runs, s3_prefixes
-from service.core.store.runs import ClaimedRun
+from service.core.store.lifecycle import ClaimedRun, Lease
 
 log = get_logger(__name__)
 
@@ -53,10 +53,6 @@ class Deps(msgspec.Struct):
     spawner: Spawner = msgspec.field(default_factory=Spawner)
 
 
-def _same_options(a: EffectiveOptions, b: EffectiveOptions) -> bool:
-    return a == b
-
-
 # How a run ended, for the consumer: ``interrupted`` runs are released (re-queued) by it.
 RunEnd = Literal["completed", "failed", "cancelled", "lease_lost", "interrupted"]
 
@@ -76,46 +72,11 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
     )
     try:
         result, etag, size = await _load(deps, run, started)
-    except JobFailure as exc:
-        error = {"code": exc.code, "message": exc.message, "details": exc.details}
-        ok = await runs.finish(deps.pool, run, "failed", message=exc.message, error=error)
-        bound.warning(
-            "run_failed",
-            code=exc.code,
-            error_message=exc.message,
-            recorded=ok,
-            duration_ms=ms_since(started),
-        )
-        return "failed"
-    except RunCancelled:
-        error = {"code": "CANCELLED", "message": "Cancelled while running; nothing was written"}
-        ok = await runs.finish(deps.pool, run, "cancelled", message="Cancelled", error=error)
-        bound.info("run_cancelled", recorded=ok, duration_ms=ms_since(started))
-        return "cancelled"
-    except LeaseLost:
-        bound.warning("run_lease_lost", duration_ms=ms_since(started))
-        return "lease_lost"
     except asyncio.CancelledError:
         bound.warning("run_abandoned", duration_ms=ms_since(started))
         raise
-    except INTERRUPTIONS as exc:
-        bound.warning(
-            "run_interrupted",
-            error=f"{type(exc).__name__}: {exc}"[:500],
-            duration_ms=ms_since(started),
-        )
-        return "interrupted"
     except Exception as exc:
-        bound.exception("run_crashed")
-        message = f"Internal error ({type(exc).__name__}); the load was rolled back"
-        await runs.finish(
-            deps.pool,
-            run,
-            "failed",
-            message=message,
-            error={"code": "INTERNAL_ERROR", "message": message, "details": {}},
-        )
-        return "failed"
+        return await _not_completed(deps.pool, run, exc, bound, ms_since(started))
     bound.info(
         "run_completed",
         rows_read=result.rows_read,
@@ -138,6 +99,38 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
     return "completed"
 
 
+async def _not_completed(
+    pool: asyncpg.Pool, run: ClaimedRun, exc: Exception, bound: Any, duration_ms: int
+) -> RunEnd:
+    """Record and log how a run that did not complete ended."""
+    if isinstance(exc, JobFailure):
+        error = JobError(job_error_code(exc.code, "INTERNAL_ERROR"), exc.message, exc.details)
+        ok = await lifecycle.fail(pool, run, error)
+        bound.warning(
+            "run_failed",
+            code=exc.code,
+            error_message=exc.message,
+            recorded=ok,
+            duration_ms=duration_ms,
+        )
+        return "failed"
+    if isinstance(exc, RunCancelled):
+        ok = await lifecycle.cancelled(pool, run)
+        bound.info("run_cancelled", recorded=ok, duration_ms=duration_ms)
+        return "cancelled"
+    if isinstance(exc, LeaseLost):
+        bound.warning("run_lease_lost", duration_ms=duration_ms)
+        return "lease_lost"
+    if isinstance(exc, INTERRUPTIONS):
+        error_text = f"{type(exc).__name__}: {exc}"[:500]
+        bound.warning("run_interrupted", error=error_text, duration_ms=duration_ms)
+        return "interrupted"
+    bound.error("run_crashed", exc_info=exc)
+    message = f"Internal error ({type(exc).__name__}); the load was rolled back"
+    await lifecycle.fail(pool, run, JobError("INTERNAL_ERROR", message))
+    return "failed"
+
+
 def _summary(r: ValidationResult) -> str:
     if r.file_unchanged:
         return f"File unchanged since the last run: {count_text(r.unchanged)} rows unchanged"
@@ -155,8 +148,8 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
     if uri is None or info is None:
         raise JobFailure(
             "FILE_NOT_FOUND",
-            f"The feed's file {run.feed['s3_uri']} does not exist",
-            {"s3_uri": run.feed["s3_uri"]},
+            f"The feed's file {run.feed.s3_uri} does not exist",
+            {"s3_uri": run.feed.s3_uri},
         )
     if not run.options.force:
         skipped = await _file_skip(deps, run, info.etag, info.size, started)
@@ -179,27 +172,29 @@ async def _readable_uri(deps: Deps, run: ClaimedRun) -> S3Uri | None:
     """The feed's object, if its tenant may still read it (an operator may have taken a
     prefix back since it was registered); None answers like a missing object."""
     feed = run.feed
-    if not feed["s3_uri"]:
+    if not feed.s3_uri:
         return None
     try:
-        uri = parse_s3_uri(feed["s3_uri"])
+        uri = parse_s3_uri(feed.s3_uri)
     except InvalidRequest:
         return None
-    if feed["source"] == "upload":
+    if feed.source == "upload":
         return uri  # written by the gateway itself
-    allowed = await s3_prefixes.allowed(deps.pool, feed["tenant_id"])
-    return uri if may_read(uri, feed["tenant_id"], deps.settings.s3_bucket, allowed) else None
+    allowed = await s3_prefixes.allowed(deps.pool, feed.tenant_id)
+    return uri if may_read(uri, feed.tenant_id, deps.settings.s3_bucket, allowed) else None
 
 
 async def _file_skip(
     deps: Deps, run: ClaimedRun, etag: str, size: int, started: float
 ) -> ValidationResult | None:
     prev = await runs.last_completed(deps.pool, run.job_id)
-    if prev is None or prev["file_etag"] != etag or prev["file_size"] != size:
+    if prev is None or prev.file_etag != etag or prev.file_size != size:
         return None
-    if not _same_options(msgspec.json.decode(prev["options"], type=EffectiveOptions), run.options):
+    if prev.options is None or prev.result is None:
         return None
-    last = msgspec.json.decode(prev["result"], type=ValidationResult)
+    if msgspec.json.decode(prev.options, type=EffectiveOptions) != run.options:
+        return None
+    last = msgspec.json.decode(prev.result, type=ValidationResult)
     result = ValidationResult(
         rows_read=0,
         rows_valid=0,
@@ -228,17 +223,8 @@ async def _complete(
 ) -> None:
     """Mark the run completed, in the load's transaction; a cancel asked at any time before
     this commit wins: the load is rolled back and the run ends cancelled."""
-    if await runs.finish(
-        db,
-        run,
-        "completed",
-        message=_summary(result),
-        result=result,
-        file_etag=etag,
-        file_size=size,
-        unless_cancelled=True,
-    ):
+    if await lifecycle.complete(db, run, result, _summary(result), file=(etag, size)):
         return
-    if await runs.cancel_requested(db, run):
+    if await lifecycle.lease(db, run) is Lease.CANCEL_ASKED:
         raise RunCancelled()
     raise LeaseLost()

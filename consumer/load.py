@@ -30,7 +30,7 @@ from service.core.errors import JobFailure
 from service.core.s3 import ObjectInfo, S3Uri
 from service.core.settings import Settings
 from service.core.store import products as stage
-from service.core.store.runs import ClaimedRun
+from service.core.store.lifecycle import ClaimedRun
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from service.core.contracts import FirstError
-from service.core.store import runs
-from service.core.store.runs import ClaimedRun
+from service.core.store import lifecycle, rejections
+from service.core.store.lifecycle import ClaimedRun, Lease
 
 PROGRESS_EVERY = 1.0  # seconds
 ERROR_FLUSH = 2000
@@ -60,21 +60,7 @@ class ErrorSink:
         if not self.pending:
             return
         records, self.pending = self.pending, []
-        async with self.pool.acquire() as conn:
-            await conn.copy_records_to_table(
-                "job_errors",
-                records=records,
-                columns=[
-                    "job_id",
-                    "attempt",
-                    "ordinal",
-                    "line",
-                    "column_name",
-                    "code",
-                    "message",
-                    "raw",
-                ],
-            )
+        await rejections.add(self.pool, records)
 
 
 class Progress:
@@ -105,7 +91,7 @@ class Progress:
             else ""
         )
         message = f"Loading: {count_text(self.rows_read)}{estimate} rows"
-        cancel = await runs.write_progress(
+        lease = await lifecycle.write_progress(
             self.pool,
             self.run,
             {
@@ -117,7 +103,7 @@ class Progress:
             message,
             retry_after,
         )
-        if cancel is None:
+        if lease is Lease.LOST:
             raise LeaseLost()
-        if cancel:
+        if lease is Lease.CANCEL_ASKED:
             raise RunCancelled()

@@ -16,6 +16,7 @@ from service.core.contracts import ACTIVE_STATUSES, RunOptions, SubmissionResult
 from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
 from service.core.store import jobs as jobs_store
+from service.core.store import lifecycle
 from service.core.store import watch as watch_store
 
 log = get_logger(__name__)
@@ -29,7 +30,7 @@ async def take(pool: asyncpg.Pool, event: s3_events.S3Event) -> dict[str, int]:
             feeds = [
                 f
                 for f in await watch_store.watching(conn, obj.bucket)
-                if s3_events.matches(f["watch"], obj.bucket, obj.key)
+                if s3_events.matches(f.watch, obj.bucket, obj.key)
             ]
             if not feeds:
                 counts["unwatched"] += 1
@@ -37,13 +38,13 @@ async def take(pool: asyncpg.Pool, event: s3_events.S3Event) -> dict[str, int]:
                 continue
             for feed in feeds:
                 async with conn.transaction():
-                    outcome = await _new_version(conn, feed["id"], obj)
+                    outcome = await _new_version(conn, feed.id, obj)
                 counts[outcome] += 1
     return counts
 
 
 async def _new_version(conn: asyncpg.Connection, feed_id: str, obj: s3_events.Created) -> str:
-    feed = await watch_store.lock_feed(conn, feed_id)
+    feed = await feeds_store.lock_feed_row(conn, feed_id)
     assert feed is not None
     seen = await watch_store.newest_seen(conn, feed_id, obj.key)
     if not s3_events.newer(obj.sequencer, seen):
@@ -53,24 +54,24 @@ async def _new_version(conn: asyncpg.Connection, feed_id: str, obj: s3_events.Cr
     uri = f"s3://{obj.bucket}/{obj.key}"
     js_id = await watch_store.initial_submission(conn, feed_id)
     if js_id is None:
-        js_id, _ = await feeds_store.new_submission(conn, feed["tenant_id"], feed_id)
+        js_id, _ = await feeds_store.new_submission(conn, feed.tenant_id, feed_id)
     result = SubmissionResult(bytes=obj.size or 0, sha256=None, s3_uri=uri, etag=obj.etag)
     await feeds_store.set_file(conn, feed_id, uri, js_id)
-    await feeds_store.finish_submission(
+    await lifecycle.end_submission(
         conn, js_id, result=encode(result).decode(), error=None, message=f"New object {uri}"
     )
-    job = await jobs_store.lock_job(conn, feed["validation_job_id"])
+    job = await jobs_store.lock_job(conn, feed.validation_job_id)
     assert job is not None
-    if job["status"] in ACTIVE_STATUSES:
+    if job.status in ACTIVE_STATUSES:
         await watch_store.mark_run_pending(conn, feed_id, True)
-        log.info("s3_event_run_pending", feed_id=feed_id, job_id=job["id"], key=obj.key)
+        log.info("s3_event_run_pending", feed_id=feed_id, job_id=job.id, key=obj.key)
         return "pending"
-    await jobs_store.queue_run(
+    await lifecycle.queue_run(
         conn,
         job,
         jobs_store.effective_options(RunOptions(), feed),
         requested_by="s3_event",
         request_id=f"s3-{obj.sequencer[:100]}" if obj.sequencer else None,
     )
-    log.info("s3_event_loaded", feed_id=feed_id, job_id=job["id"], key=obj.key)
+    log.info("s3_event_loaded", feed_id=feed_id, job_id=job.id, key=obj.key)
     return "loaded"

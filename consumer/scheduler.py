@@ -23,8 +23,10 @@ from service.core.logs import get_logger
 from service.core.retry import raise_if_cancelling, retry_forever
 from service.core.schedules import next_run
 from service.core.store import jobs as jobs_store
+from service.core.store import lifecycle, locks
 from service.core.store import schedules as schedules_store
 from service.core.store import watch as watch_store
+from service.core.store.schedules import DueSchedule
 
 log = get_logger(__name__)
 SCHEDULER_LOCK = 0x7363_6865_6475  # "schedu"
@@ -47,7 +49,7 @@ class Scheduler:
     async def _session(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=10)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK):
+            while not await locks.try_session_lock(conn, SCHEDULER_LOCK):
                 await asyncio.sleep(self.tick_seconds)  # standing by
             self.leading.set()
             log.info("scheduler_leading")
@@ -81,22 +83,22 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
             run = _run_of(row, now)
             if run is not None:
                 runs.append(run)
-            following = next_run(row["cron"], row["every_seconds"], row["timezone"], now)
-            moves.append((row["feed_id"], following, now if run is not None else None))
+            following = next_run(row.cron, row.every_seconds, row.timezone, now)
+            moves.append((row.feed_id, following, now if run is not None else None))
         pending = await watch_store.pending_runs(conn, BATCH)
-        await watch_store.clear_run_pending(conn, [row["feed_id"] for row in pending])
-        for row in pending:
+        await watch_store.clear_run_pending(conn, [w.feed_id for w in pending])
+        for waiting in pending:
             runs.append(
-                jobs_store.RunToQueue(
-                    job_id=row["id"],
-                    attempt=row["attempt"],
-                    options=jobs_store.effective_options(RunOptions(), row),
+                lifecycle.RunToQueue(
+                    job_id=waiting.id,
+                    attempt=waiting.attempt,
+                    options=jobs_store.effective_options(RunOptions(), waiting),
                     requested_by="s3_event",
                     request_id=None,
                 )
             )
         if runs:
-            await jobs_store.queue_runs(conn, runs)
+            await lifecycle.queue_runs(conn, runs)
         if moves:
             await schedules_store.advance(conn, moves)
         if runs:
@@ -104,19 +106,17 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
     return len(rows)
 
 
-def _run_of(row: asyncpg.Record, now: datetime) -> jobs_store.RunToQueue | None:
+def _run_of(row: DueSchedule, now: datetime) -> lifecycle.RunToQueue | None:
     """The run a due schedule requests of its (locked) job; None if it is skipped."""
-    if row["feed_status"] != "ready" or row["status"] in ACTIVE_STATUSES:
-        reason = "job_active" if row["status"] in ACTIVE_STATUSES else "feed_not_ready"
-        log.info("schedule_skipped", feed_id=row["feed_id"], job_id=row["id"], reason=reason)
+    if row.feed_status != "ready" or row.status in ACTIVE_STATUSES:
+        reason = "job_active" if row.status in ACTIVE_STATUSES else "feed_not_ready"
+        log.info("schedule_skipped", feed_id=row.feed_id, job_id=row.id, reason=reason)
         return None
-    options = jobs_store.effective_options(
-        msgspec.json.decode(row["options"], type=RunOptions), row
-    )
-    return jobs_store.RunToQueue(
-        job_id=row["id"],
-        attempt=row["attempt"],
+    options = jobs_store.effective_options(msgspec.json.decode(row.options, type=RunOptions), row)
+    return lifecycle.RunToQueue(
+        job_id=row.id,
+        attempt=row.attempt,
         options=options,
         requested_by="schedule",
-        request_id=f"schedule-{row['feed_id']}-{int(now.timestamp())}",
+        request_id=f"schedule-{row.feed_id}-{int(now.timestamp())}",
     )

@@ -33,8 +33,8 @@ from service.core.outbox import OutboxRelay
 from service.core.retry import is_transient, raise_if_cancelling, retry_forever, retry_transient
 from service.core.s3 import s3_client
 from service.core.settings import Settings
-from service.core.store import runs
-from service.core.store.runs import ClaimedRun, ClaimOutcome
+from service.core.store import lifecycle
+from service.core.store.lifecycle import ClaimedRun, ClaimOutcome, Lease
 
 log = get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0
@@ -249,6 +249,8 @@ class Consumer:
                 request_id=req.request_id, job_id=req.job_id, feed_id=req.feed_id
             )
             outcome, run = await self._claim(req)
+            if run is not None:  # the run's task inherits these: every line of it names them
+                structlog.contextvars.bind_contextvars(feed_id=run.feed_id, attempt=run.attempt)
             what = f"job {req.job_id}" if req.job_id else f"feed {req.feed_id}"
             if outcome is ClaimOutcome.UNKNOWN:
                 raise DeadLetter(
@@ -293,7 +295,7 @@ class Consumer:
 
         async def claim() -> tuple[ClaimOutcome, ClaimedRun | None]:
             async with pool.acquire() as conn:
-                return await runs.claim(conn, req, lease)
+                return await lifecycle.claim(conn, req, lease)
 
         if self.stopping.is_set():
             raise Stopping()
@@ -338,16 +340,7 @@ class Consumer:
                 return "failed"
             end = "interrupted"
         if work.cancelled() and cancelled_for == "cancel_requested":
-            await runs.finish(
-                self.deps.pool,
-                run,
-                "cancelled",
-                message="Cancelled",
-                error={
-                    "code": "CANCELLED",
-                    "message": "Cancelled while running; nothing was written",
-                },
-            )
+            await lifecycle.cancelled(self.deps.pool, run)
         return end
 
     async def _heartbeat(self, run: ClaimedRun, work: asyncio.Task[etl.RunEnd]) -> str | None:
@@ -360,15 +353,17 @@ class Consumer:
             if done:
                 break
             try:
-                state = await runs.renew_lease(self.deps.pool, run, self.settings.lease_seconds)
+                state = await lifecycle.renew_lease(
+                    self.deps.pool, run, self.settings.lease_seconds
+                )
             except Exception as exc:  # keep trying: the lease still has time
                 log.warning("lease_renewal_failed", job_id=run.job_id, error=repr(exc))
                 continue
-            if state is None and cancelled_for is None:
+            if state is Lease.LOST and cancelled_for is None:
                 cancelled_for = "lease_lost"
                 log.warning("run_lease_lost", job_id=run.job_id, attempt=run.attempt)
                 work.cancel()
-            elif state:
+            elif state is Lease.CANCEL_ASKED:
                 # A cancel was asked: the ETL notices at its next progress tick; if it is in
                 # a long merge, the transaction is rolled back by cancelling the task.
                 if cancelled_for is None:
@@ -378,14 +373,14 @@ class Consumer:
                         work.cancel()
         return cancelled_for
 
-    async def _release(self, run: ClaimedRun, reason: runs.ReleaseReason) -> None:
+    async def _release(self, run: ClaimedRun, reason: lifecycle.ReleaseReason) -> None:
         """Re-queue a run this consumer cannot finish, as soon as PostgreSQL answers."""
         assert self.deps is not None
         pool, limit = self.deps.pool, self.settings.max_interruptions
         try:
             outcome = await retry_transient(
                 "release_waiting_for_database",
-                lambda: runs.release(pool, run, reason, max_interruptions=limit),
+                lambda: lifecycle.release(pool, run, reason, max_interruptions=limit),
                 give_up=self.stopping.is_set,
             )
         except Exception as exc:

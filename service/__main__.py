@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from service.cli import admin, embedded_s3
-from service.core.db import admin_url, database_name, ensure_database
+from service.core.db import database_name, drop_database, ensure_database
 from service.core.errors import ConfigError
 from service.core.logs import configure_logging, get_logger
 from service.core.migrate import migrate
@@ -51,15 +51,6 @@ async def _add_key(settings: Settings, tenant: str, key: str) -> bool:
         return await keys_store.add_key(conn, tenant, key)
     finally:
         await conn.close()
-
-
-async def _drop_database(settings: Settings) -> None:
-    name = database_name(settings.database_url)
-    admin = await asyncpg.connect(admin_url(settings.database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _s3_prefix(settings: Settings, tenant: str, prefix: str, *, allow: bool) -> bool:
@@ -198,7 +189,7 @@ def main() -> None:
         if not args.yes:
             print("feedjobs: dev-reset drops DATABASE_URL's database; add --yes", file=sys.stderr)
             raise SystemExit(2)
-        asyncio.run(_drop_database(settings))
+        asyncio.run(drop_database(settings.database_url))
         asyncio.run(_migrate(settings))
         print(f"database {database_name(settings.database_url)} is empty again")
     elif args.command in ("allow-s3-prefix", "revoke-s3-prefix"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import Meta, Raw, Struct
@@ -85,6 +85,11 @@ JobErrorCode = Literal[
     "PAYLOAD_TOO_LARGE",
     "REQUEST_TIMEOUT",
 ]
+
+
+def job_error_code(code: str, default: JobErrorCode) -> JobErrorCode:
+    """``code`` where it is a documented job error code, else ``default``."""
+    return cast(JobErrorCode, code) if code in JOB_ERROR_CODES else default
 
 
 class ErrorBody(Struct, omit_defaults=False):

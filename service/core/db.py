@@ -60,3 +60,12 @@ async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database named by ``url`` (the demo's reset), sessions and all."""
+    conn = await asyncpg.connect(admin_url(url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+    finally:
+        await conn.close()

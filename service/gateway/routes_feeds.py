@@ -14,17 +14,18 @@ from aiohttp import web
 from service.core import ids, s3_events, schedules
 from service.core.contracts import (
     FEED_STATUSES,
-    JOB_ERROR_CODES,
     FeedCreated,
     FeedList,
     FeedSummary,
     FeedView,
+    JobError,
     RegisterFeed,
     RunOptions,
     ScheduleBody,
     ScheduleView,
     SubmissionResult,
     encode,
+    job_error_code,
 )
 from service.core.errors import (
     FeedNotFound,
@@ -38,7 +39,7 @@ from service.core.logs import get_logger
 from service.core.s3 import S3Uri, head, parse_s3_uri, upload_stream
 from service.core.s3_access import may_read, may_watch, upload_uri
 from service.core.store import feeds as feeds_store
-from service.core.store import s3_prefixes
+from service.core.store import lifecycle, s3_prefixes
 from service.core.store import schedules as schedules_store
 from service.gateway import appkeys
 from service.gateway.bodies import json_response, list_query, page, query_int, read_json
@@ -120,18 +121,14 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
     except BaseException as exc:
         if isinstance(exc, ServiceError):
             # A documented job error code (contracts.JOB_ERROR_CODES), else the general one.
-            code = exc.error_code if exc.error_code in JOB_ERROR_CODES else "UPLOAD_FAILED"
+            code = job_error_code(exc.error_code, "UPLOAD_FAILED")
             message = exc.message
             exc.details.update({"feed_id": feed_id, "submission_job_id": js_id})
         else:
             code, message = "UPLOAD_FAILED", f"The upload broke off: {type(exc).__name__}"
         async with pool.acquire() as conn, conn.transaction():
-            await feeds_store.finish_submission(
-                conn,
-                js_id,
-                result=None,
-                message=message,
-                error=encode({"code": code, "message": message, "details": {}}).decode(),
+            await lifecycle.end_submission(
+                conn, js_id, result=None, message=message, error=JobError(code, message)
             )
             await feeds_store.upload_failed(conn, feed_id)
         app[appkeys.WATCHER].cache.invalidate(js_id)
@@ -140,7 +137,7 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
     result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
     async with pool.acquire() as conn, conn.transaction():
         await feeds_store.set_file(conn, feed_id, str(uri), js_id)
-        await feeds_store.finish_submission(
+        await lifecycle.end_submission(
             conn,
             js_id,
             result=encode(result).decode(),
@@ -274,9 +271,9 @@ async def replace_file(request: web.Request) -> web.Response:
         feed = await feeds_store.lock_feed_row(conn, feed_id, p.tenant_id)
         if feed is None:
             raise FeedNotFound(feed_id)
-        if feed["source"] != "upload":
+        if feed.source != "upload":
             raise InvalidRequest(
-                f"Feed {feed_id} reads {feed['s3_uri']}, which its owner updates in S3;"
+                f"Feed {feed_id} reads {feed.s3_uri}, which its owner updates in S3;"
                 " only uploaded feeds take a new file here",
                 details={"feed_id": feed_id},
             )
@@ -284,7 +281,7 @@ async def replace_file(request: web.Request) -> web.Response:
     uri = upload_uri(request.app[appkeys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
     await _receive(request, feed_id, js_id, uri)
     return json_response(
-        FeedCreated(feed_id, js_id, feed["validation_job_id"]),
+        FeedCreated(feed_id, js_id, feed.validation_job_id),
         status=201,
         headers={"Location": f"/feeds/{feed_id}"},
     )

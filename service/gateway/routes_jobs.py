@@ -38,7 +38,7 @@ from service.core.errors import (
 )
 from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
-from service.core.store import idempotency
+from service.core.store import idempotency, lifecycle, rejections
 from service.core.store import jobs as jobs_store
 from service.gateway import appkeys
 from service.gateway.bodies import (
@@ -201,23 +201,23 @@ async def run_job(request: web.Request) -> web.Response:
         job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
         if job is None:
             raise JobNotFound(job_id)
-        if job["job_type"] != "validation":
+        if job.job_type != "validation":
             raise JobNotRunnable(details={"job_id": job_id})
-        if job["status"] in ACTIVE_STATUSES:
+        if job.status in ACTIVE_STATUSES:
             raise JobAlreadyActive(
-                f"Job {job_id} is already {job['status']}",
-                details={"job_id": job_id, "status": job["status"], "attempt": job["attempt"]},
+                f"Job {job_id} is already {job.status}",
+                details={"job_id": job_id, "status": job.status, "attempt": job.attempt},
             )
-        feed = await feeds_store.get_feed_row(conn, job["feed_id"])
+        feed = await feeds_store.get_feed_row(conn, job.feed_id)
         assert feed is not None
-        if feed["status"] != "ready":
+        if feed.status != "ready":
             raise FeedNotReady(
-                f"Feed {feed['id']} has no stored file (its upload"
-                f" {'failed' if feed['status'] == 'upload_failed' else 'is under way'});"
+                f"Feed {feed.id} has no stored file (its upload"
+                f" {'failed' if feed.status == 'upload_failed' else 'is under way'});"
                 " upload one with PUT /feeds/{feed_id}/file",
-                details={"feed_id": feed["id"], "feed_status": feed["status"]},
+                details={"feed_id": feed.id, "feed_status": feed.status},
             )
-        attempt = await jobs_store.queue_run(
+        attempt = await lifecycle.queue_run(
             conn,
             job,
             jobs_store.effective_options(options, feed),
@@ -259,14 +259,14 @@ async def cancel_job(request: web.Request) -> web.Response:
         job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
         if job is None:
             raise JobNotFound(job_id)
-        if job["status"] not in ACTIVE_STATUSES:
+        if job.status not in ACTIVE_STATUSES:
             raise JobNotCancellable(
-                f"Job {job_id} is {job['status']}; only queued or running jobs can be cancelled",
-                details={"job_id": job_id, "status": job["status"]},
+                f"Job {job_id} is {job.status}; only queued or running jobs can be cancelled",
+                details={"job_id": job_id, "status": job.status},
             )
-        await jobs_store.cancel(conn, job)
+        await lifecycle.cancel(conn, job)
     request.app[appkeys.WATCHER].cache.invalidate(job_id)
-    log.info("cancel_requested", job_id=job_id, status=job["status"])
+    log.info("cancel_requested", job_id=job_id, status=job.status)
     row = await _load(request, job_id)
     return job_response(row, request, status=202)
 
@@ -308,7 +308,7 @@ def _wants_csv(request: web.Request) -> bool:
 async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
     """Every rejection of the latest run as CSV, streamed batch by batch (flat memory)."""
     pool = request.app[appkeys.POOL]
-    attempt = await jobs_store.latest_errors_attempt(pool, job_id)
+    attempt = await rejections.latest_errors_attempt(pool, job_id)
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
@@ -319,7 +319,7 @@ async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     out.writerow(["line", "column", "code", "message", "raw"])
-    async for rows in jobs_store.stream_errors(pool, job_id, attempt):
+    async for rows in rejections.stream_errors(pool, job_id, attempt):
         out.writerows(
             (r["line"], r["column_name"] or "", r["code"], r["message"], r["raw"]) for r in rows
         )
@@ -342,8 +342,8 @@ async def job_errors(request: web.Request) -> web.StreamResponse:
         attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
         after = (line, ordinal)
     else:
-        attempt, after = await jobs_store.latest_errors_attempt(pool, row["job_id"]), (0, 0)
-    rows = await jobs_store.list_errors(pool, row["job_id"], attempt, after, limit + 1)
+        attempt, after = await rejections.latest_errors_attempt(pool, row["job_id"]), (0, 0)
+    rows = await rejections.list_errors(pool, row["job_id"], attempt, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

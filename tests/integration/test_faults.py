@@ -17,8 +17,8 @@ import pytest
 from consumer import sweeper
 from service.core.bus import Names
 from service.core.contracts import RunRequest
-from service.core.store import runs
-from service.core.store.runs import ClaimOutcome
+from service.core.store import lifecycle
+from service.core.store.lifecycle import ClaimOutcome
 from service.gateway.app import BACKGROUND
 from tests.conftest import wait_for
 from tests.faultproxy import FaultProxy
@@ -235,7 +235,7 @@ async def test_retry_budget_belongs_to_the_run_request(settings, client, db):
 
     async def claim(attempt=None):
         async with db.acquire() as conn:
-            outcome, run = await runs.claim(conn, RunRequest(job_id=jv, attempt=attempt), 0)
+            outcome, run = await lifecycle.claim(conn, RunRequest(job_id=jv, attempt=attempt), 0)
         assert outcome is ClaimOutcome.CLAIMED, outcome
         return run
 
@@ -245,11 +245,11 @@ async def test_retry_budget_belongs_to_the_run_request(settings, client, db):
     # A history of two finished runs.
     for _ in range(2):
         run = await claim()
-        assert await runs.finish(db, run, "completed", message="done", result={})
+        assert await lifecycle.complete(db, run, {}, "done")
     # A new request: attempt 3, then a deploy re-queues it (free), then two lost consumers.
     run = await claim()
     assert run.attempt == 3
-    assert await runs.release(db, run, "shutdown", max_interruptions=10) == "requeued"
+    assert await lifecycle.release(db, run, "shutdown", max_interruptions=10) == "requeued"
     run = await claim(4)
     assert (await sweep())["requeued"] == 1  # first loss: the job's history did not count
     run = await claim(5)
@@ -273,8 +273,8 @@ async def test_interruptions_are_bounded(settings, client, db):
     attempt = None
     for _ in range(3):
         async with db.acquire() as conn:
-            _, run = await runs.claim(conn, RunRequest(job_id=jv, attempt=attempt), 30)
-        outcome = await runs.release(db, run, "interrupted", max_interruptions=3)
+            _, run = await lifecycle.claim(conn, RunRequest(job_id=jv, attempt=attempt), 30)
+        outcome = await lifecycle.release(db, run, "interrupted", max_interruptions=3)
         attempt = run.attempt + 1
     assert outcome == "failed"
     j = await job(client, jv)

@@ -11,7 +11,7 @@ from consumer import s3watch, sweeper
 from service.core import s3_events
 from service.core.contracts import RunRequest
 from service.core.s3 import s3_client
-from service.core.store import runs
+from service.core.store import lifecycle
 from tests.conftest import wait_for
 from tests.integration.conftest import (
     allow_prefix,
@@ -57,12 +57,12 @@ async def test_the_state_table_is_what_the_code_does(client, acme, settings, db,
         assert again["status"] == "failed"
     # cancelled → queued; running → cancelled / queued / failed, driven as a consumer would.
     async with db.acquire() as conn:
-        _, run = await runs.claim(conn, RunRequest(job_id=jv), 0)
-        assert await runs.finish(conn, run, "cancelled", message="Cancelled")
-        _, run = await runs.claim(conn, RunRequest(job_id=jv), 0)
-    assert await runs.release(db, run, "shutdown", max_interruptions=10) == "requeued"
+        _, run = await lifecycle.claim(conn, RunRequest(job_id=jv), 0)
+        assert await lifecycle.cancelled(conn, run)
+        _, run = await lifecycle.claim(conn, RunRequest(job_id=jv), 0)
+    assert await lifecycle.release(db, run, "shutdown", max_interruptions=10) == "requeued"
     async with db.acquire() as conn:
-        _, run = await runs.claim(conn, RunRequest(job_id=jv, attempt=run.attempt + 1), 0)
+        _, run = await lifecycle.claim(conn, RunRequest(job_id=jv, attempt=run.attempt + 1), 0)
     await sweeper.sweep(db, max_attempts=1, requeue_after=60, queue_is_empty=False)
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", jv) == "failed"
     # Submissions: a broken upload, a registration, a watched prefix and its first object.

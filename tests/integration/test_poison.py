@@ -10,7 +10,7 @@ import aio_pika
 import structlog
 
 from service.core.bus import Names
-from service.core.store import runs
+from service.core.store import lifecycle
 from tests.conftest import wait_for
 from tests.integration.conftest import upload_feed, wait_terminal
 
@@ -112,14 +112,14 @@ async def test_an_unexpected_error_dead_letters_the_message(
 ):
     """A bug met while handling one message (injected here) dead-letters that message with
     INTERNAL_ERROR; the next message is handled as usual."""
-    real_claim = runs.claim
+    real_claim = lifecycle.claim
 
     async def claim(conn, req, lease_seconds):
         if req.request_id == "boom":
             raise RuntimeError("injected bug")
         return await real_claim(conn, req, lease_seconds)
 
-    monkeypatch.setattr(runs, "claim", claim)
+    monkeypatch.setattr(lifecycle, "claim", claim)
     ids = await upload_feed(client, acme, FEED)
     request = {"feed_id": ids["feed_id"], "request_id": "boom"}
     await publish(channel, settings, json.dumps(request).encode(), "bug")

@@ -11,7 +11,7 @@ import msgspec
 from service.core.bus import Names
 from service.core.contracts import RunRequest
 from service.core.s3 import s3_client
-from service.core.store import runs
+from service.core.store import lifecycle
 from tests.conftest import wait_for
 from tests.integration.conftest import allow_prefix, running_consumer
 
@@ -164,7 +164,7 @@ async def test_a_version_that_arrives_mid_run_runs_after_it(client, acme, channe
     jv = ids["validation_job_id"]
     # A run is in hand (claimed as a consumer would) when the new version lands.
     async with db.acquire() as conn:
-        _, run = await runs.claim(conn, RunRequest(job_id=jv), 60)
+        _, run = await lifecycle.claim(conn, RunRequest(job_id=jv), 60)
     quick = msgspec.structs.replace(settings, scheduler_tick_seconds=0.2)
     async with running_consumer(quick):
         etag = await _put(settings, key, V2)
@@ -173,7 +173,7 @@ async def test_a_version_that_arrives_mid_run_runs_after_it(client, acme, channe
             lambda: db.fetchval("SELECT run_pending FROM feeds WHERE id = $1", ids["feed_id"]),
             timeout=10,
         )
-        assert await runs.finish(db, run, "completed", message="done", result={})
+        assert await lifecycle.complete(db, run, {}, "done")
 
         async def rerun():
             history = await _runs(client, acme, jv)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 
 from service.core import ids
+from service.core.store import lifecycle
+from service.core.store.rows import FeedRow, one
+
+# How a feed's first submission starts: an upload is received (running), a registered
+# object is there (completed), a watched prefix waits for its first object (created).
+SubmissionStart = Literal["created", "running", "completed"]
 
 FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
@@ -75,7 +82,7 @@ async def create_feed(
     mode: str,
     delimiter: str,
     max_rejected_rows: int | None,
-    submission_status: str,
+    submission_status: SubmissionStart,
     submission_result: str | None = None,
 ) -> tuple[str, str, str, int]:
     """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).
@@ -102,7 +109,7 @@ async def create_feed(
         jv_id,
         js_id,
     )
-    await insert_job(
+    await lifecycle.create_job(
         conn,
         js_id,
         n,
@@ -112,45 +119,15 @@ async def create_feed(
         submission_status,
         result=submission_result,
     )
-    await insert_job(conn, jv_id, n, tenant_id, feed_id, "validation", "created")
+    await lifecycle.create_job(conn, jv_id, n, tenant_id, feed_id, "validation", "created")
     return feed_id, js_id, jv_id, n
-
-
-async def insert_job(
-    conn: asyncpg.Connection,
-    job_id: str,
-    number: int,
-    tenant_id: int,
-    feed_id: str,
-    job_type: str,
-    status: str,
-    *,
-    result: str | None = None,
-    message: str | None = None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO jobs (id, seq, tenant_id, feed_id, job_type, status, result, message,"
-        " attempt, started_at, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8,"
-        "  CASE WHEN $5 = 'submission' THEN 1 ELSE 0 END,"
-        "  CASE WHEN $6 IN ('running', 'completed') THEN now() END,"
-        "  CASE WHEN $6 = 'completed' THEN now() END)",
-        job_id,
-        number,
-        tenant_id,
-        feed_id,
-        job_type,
-        status,
-        result,
-        message,
-    )
 
 
 async def new_submission(conn: asyncpg.Connection, tenant_id: int, feed_id: str) -> tuple[str, int]:
     """A new JS job for a new version of an uploaded feed's file."""
     n = await next_number(conn)
     js_id = ids.make_id(ids.SUBMISSION, n)
-    await insert_job(
+    await lifecycle.create_job(
         conn, js_id, n, tenant_id, feed_id, "submission", "running", message="Receiving upload"
     )
     return js_id, n
@@ -169,19 +146,20 @@ async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: 
     return found is not None
 
 
-async def get_feed_row(
-    conn: asyncpg.Connection | asyncpg.Pool, feed_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id)
+async def get_feed_row(conn: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> FeedRow | None:
+    return one(FeedRow, await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id))
 
 
 async def lock_feed_row(
-    conn: asyncpg.Connection, feed_id: str, tenant_id: int
-) -> asyncpg.Record | None:
-    """The tenant's feed, locked until the transaction ends (None: not this tenant's)."""
-    return await conn.fetchrow(
-        "SELECT * FROM feeds WHERE id = $1 AND tenant_id = $2 FOR UPDATE", feed_id, tenant_id
+    conn: asyncpg.Connection, feed_id: str, tenant_id: int | None = None
+) -> FeedRow | None:
+    """The feed (the tenant's, if one is named), locked until the transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT * FROM feeds WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
+        feed_id,
+        tenant_id,
     )
+    return one(FeedRow, row)
 
 
 async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:
@@ -203,23 +181,4 @@ async def upload_failed(conn: asyncpg.Connection, feed_id: str) -> None:
     had keeps its previous version."""
     await conn.execute(
         "UPDATE feeds SET status = 'upload_failed' WHERE id = $1 AND status <> 'ready'", feed_id
-    )
-
-
-async def finish_submission(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    js_id: str,
-    *,
-    result: str | None,
-    error: str | None,
-    message: str,
-) -> None:
-    await conn.execute(
-        "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
-        " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
-        " WHERE id = $1",
-        js_id,
-        result,
-        error,
-        message,
     )

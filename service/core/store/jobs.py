@@ -1,19 +1,17 @@
-"""Jobs: the read views, listing, and the state changes shared by gateway and consumer."""
+"""Jobs: the read views, listing, and the locked reads the lifecycle starts from.
+
+Every change of a job's status is in ``lifecycle.py``; rejections are in ``rejections.py``.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import asyncpg
-import msgspec
 
-from service.core.contracts import EffectiveOptions, RunOptions, RunRequest, encode
-
-# What queueing a run costs the run request's retry budget (see queue_run).
-Spend = Literal["new_request", "loss", "interruption", "nothing"]
+from service.core.contracts import EffectiveOptions, Mode, RunOptions
+from service.core.store.rows import JobRow, columns, one
 
 JOB_COLUMNS = """
     j.id AS job_id, j.feed_id, j.job_type, j.status, rfc3339(j.created_at) AS created_at,
@@ -81,149 +79,57 @@ async def list_jobs(
     return rows, total
 
 
-def effective_options(options: RunOptions | None, feed: asyncpg.Record) -> EffectiveOptions:
+class FeedDefaults(Protocol):
+    """What a run's options default to: the feed's settings."""
+
+    @property
+    def mode(self) -> Mode: ...
+    @property
+    def max_rejected_rows(self) -> int | None: ...
+    @property
+    def delimiter(self) -> str: ...
+
+
+def effective_options(options: RunOptions | None, feed: FeedDefaults) -> EffectiveOptions:
     opts = options or RunOptions()
     return EffectiveOptions(
-        mode=opts.mode or feed["mode"],
+        mode=opts.mode or feed.mode,
         max_rejected_rows=(
-            opts.max_rejected_rows
-            if opts.max_rejected_rows is not None
-            else feed["max_rejected_rows"]
+            opts.max_rejected_rows if opts.max_rejected_rows is not None else feed.max_rejected_rows
         ),
         dry_run=opts.dry_run,
         force=opts.force,
-        delimiter=feed["delimiter"],
+        delimiter=feed.delimiter,
     )
 
 
 async def lock_job(
     conn: asyncpg.Connection, job_id: str, tenant_id: int | None = None
-) -> asyncpg.Record | None:
-    if tenant_id is None:
-        return await conn.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-    return await conn.fetchrow(
-        "SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE", job_id, tenant_id
+) -> JobRow | None:
+    """The job, locked until the transaction ends (None: no such job, or not the tenant's)."""
+    row = await conn.fetchrow(
+        f"SELECT {columns(JobRow)} FROM jobs"
+        " WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
+        job_id,
+        tenant_id,
     )
+    return one(JobRow, row)
 
 
-class RunToQueue(msgspec.Struct, frozen=True):
-    """One run to queue: a (locked) validation job's id and current attempt, and the run's
-    options, origin and what it costs the retry budget (see ``queue_run``)."""
-
-    job_id: str
-    attempt: int
-    options: EffectiveOptions
-    requested_by: str
-    request_id: str | None
-    spend: Spend = "new_request"
-
-
-async def queue_run(
-    conn: asyncpg.Connection,
-    job: asyncpg.Record,
-    options: EffectiveOptions,
-    *,
-    requested_by: str,
-    request_id: str | None,
-    spend: Spend = "new_request",
-    publish: bool = True,
-) -> int:
-    """Queue a new run of a (locked) validation job, with its run request in the outbox.
-
-    ``spend`` says what the new attempt costs the run request's retry budget: a new request
-    starts a fresh budget; a lost consumer spends one of MAX_ATTEMPTS; an interruption by a
-    dependency counts apart (MAX_INTERRUPTIONS); a shutdown re-queue costs nothing.
-    Must be called inside a transaction that holds the job's row lock. Returns the attempt.
-    """
-    run = RunToQueue(job["id"], job["attempt"], options, requested_by, request_id, spend)
-    (attempt,) = await queue_runs(conn, [run], publish=publish)
-    return attempt
-
-
-async def queue_runs(
-    conn: asyncpg.Connection, runs: list[RunToQueue], *, publish: bool = True
-) -> list[int]:
-    """``queue_run`` for many locked jobs at once: three statements whatever their number
-    (the scheduler queues thousands in one tick). Returns the new attempts, in order."""
-    attempts = [r.attempt + 1 for r in runs]
-    ids = [r.job_id for r in runs]
-    options = [encode(r.options).decode() for r in runs]
-    await conn.execute(
-        "UPDATE jobs j SET status = 'queued', attempt = u.attempt, options = u.options::json,"
-        " queued_at = now(), published_at = NULL, started_at = NULL, finished_at = NULL,"
-        " result = NULL, error = NULL, progress = NULL, retry_after = 2, lease_until = NULL,"
-        " cancel_requested = false, message = 'Queued',"
-        " losses = CASE u.spend WHEN 'new_request' THEN 0 WHEN 'loss' THEN j.losses + 1"
-        "   ELSE j.losses END,"
-        " interruptions = CASE u.spend WHEN 'new_request' THEN 0"
-        "   WHEN 'interruption' THEN j.interruptions + 1 ELSE j.interruptions END"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])"
-        "   AS u(id, attempt, options, spend) WHERE j.id = u.id",
-        ids,
-        attempts,
-        options,
-        [r.spend for r in runs],
+async def validation_job_of(conn: asyncpg.Connection, feed_id: str | None) -> str | None:
+    if feed_id is None:
+        return None
+    job_id: str | None = await conn.fetchval(
+        "SELECT validation_job_id FROM feeds WHERE id = $1", feed_id
     )
-    await conn.execute(
-        "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
-        " SELECT u.id, u.attempt, 'queued', u.requested_by, u.request_id, u.options::json"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])"
-        "   AS u(id, attempt, requested_by, request_id, options)",
-        ids,
-        attempts,
-        [r.requested_by for r in runs],
-        [r.request_id for r in runs],
-        options,
+    return job_id
+
+
+async def run_request_id(conn: asyncpg.Connection, job_id: str, attempt: int) -> str | None:
+    request_id: str | None = await conn.fetchval(
+        "SELECT request_id FROM job_runs WHERE job_id = $1 AND attempt = $2", job_id, attempt
     )
-    if publish:
-        await enqueue_run_messages(
-            conn, [(r.job_id, a, r.request_id) for r, a in zip(runs, attempts, strict=True)]
-        )
-    return attempts
-
-
-async def enqueue_run_message(
-    conn: asyncpg.Connection, job_id: str, attempt: int, request_id: str | None
-) -> None:
-    await enqueue_run_messages(conn, [(job_id, attempt, request_id)])
-
-
-async def enqueue_run_messages(
-    conn: asyncpg.Connection, wakes: list[tuple[str, int, str | None]]
-) -> None:
-    """Run requests into the outbox, one statement: (job id, attempt, request id) each."""
-    await conn.execute(
-        "INSERT INTO outbox (exchange, routing_key, message_id, body)"
-        " SELECT 'jobs', 'run', u.message_id, u.body FROM unnest($1::text[], $2::bytea[])"
-        "   AS u(message_id, body)",
-        [f"{job_id}.{attempt}.{uuid.uuid4().hex[:8]}" for job_id, attempt, _ in wakes],
-        [
-            encode(RunRequest(job_id=job_id, attempt=attempt, request_id=request_id))
-            for job_id, attempt, request_id in wakes
-        ],
-    )
-
-
-async def cancel(conn: asyncpg.Connection, job: asyncpg.Record) -> None:
-    """Cancel a locked job: queued → cancelled at once; running → flagged for the consumer."""
-    if job["status"] == "queued":
-        await conn.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = now(), message = 'Cancelled',"
-            ' error = \'{"code": "CANCELLED", "message": "Cancelled before it started"}\''
-            " WHERE id = $1",
-            job["id"],
-        )
-        await conn.execute(
-            "UPDATE job_runs SET status = 'cancelled', finished_at = now() WHERE job_id = $1"
-            " AND attempt = $2",
-            job["id"],
-            job["attempt"],
-        )
-    else:
-        await conn.execute(
-            "UPDATE jobs SET cancel_requested = true, message = 'Cancelling' WHERE id = $1",
-            job["id"],
-        )
+    return request_id
 
 
 async def list_runs(db: asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
@@ -235,45 +141,3 @@ async def list_runs(db: asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
         job_id,
     )
     return rows
-
-
-async def list_errors(
-    db: asyncpg.Pool, job_id: str, attempt: int, after: tuple[int, int], limit: int
-) -> list[asyncpg.Record]:
-    """Rejections in file order (by line), after the (line, ordinal) ``after``."""
-    rows: list[asyncpg.Record] = await db.fetch(
-        "SELECT ordinal, line, column_name, code, message, raw FROM job_errors"
-        " WHERE job_id = $1 AND attempt = $2 AND (line, ordinal) > ($3, $4)"
-        " ORDER BY line, ordinal LIMIT $5",
-        job_id,
-        attempt,
-        after[0],
-        after[1],
-        limit,
-    )
-    return rows
-
-
-async def stream_errors(
-    db: asyncpg.Pool, job_id: str, attempt: int, batch: int = 2000
-) -> AsyncIterator[list[asyncpg.Record]]:
-    """Every rejection of one run in file order, ``batch`` rows at a time, from a
-    server-side cursor: memory holds one batch, whatever the number of rows."""
-    async with db.acquire() as conn, conn.transaction():
-        cursor = await conn.cursor(
-            "SELECT line, column_name, code, message, raw FROM job_errors"
-            " WHERE job_id = $1 AND attempt = $2 ORDER BY line, ordinal",
-            job_id,
-            attempt,
-        )
-        while rows := await cursor.fetch(batch):
-            yield rows
-
-
-async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
-    attempt: int | None = await db.fetchval(
-        "SELECT max(attempt) FROM job_runs WHERE job_id = $1"
-        " AND status IN ('running', 'completed', 'failed', 'cancelled')",
-        job_id,
-    )
-    return attempt or 0

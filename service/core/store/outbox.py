@@ -3,10 +3,13 @@ published afterwards by the relay (service/core/outbox.py)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import msgspec
+
+from service.core.contracts import RunRequest, encode
 
 
 class Unsent(msgspec.Struct, frozen=True):
@@ -40,3 +43,19 @@ async def unsent(conn: asyncpg.Connection, limit: int) -> list[Unsent]:
 
 async def mark_sent(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
+
+
+async def add_run_requests(
+    conn: asyncpg.Connection, requests: list[tuple[str, int, str | None]]
+) -> None:
+    """Run requests into the outbox, one statement: (job id, attempt, request id) each."""
+    await conn.execute(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body)"
+        " SELECT 'jobs', 'run', u.message_id, u.body FROM unnest($1::text[], $2::bytea[])"
+        "   AS u(message_id, body)",
+        [f"{job_id}.{attempt}.{uuid.uuid4().hex[:8]}" for job_id, attempt, _ in requests],
+        [
+            encode(RunRequest(job_id=job_id, attempt=attempt, request_id=request_id))
+            for job_id, attempt, request_id in requests
+        ],
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
-from service.core.contracts import RunOptions, ScheduleBody, encode
+from service.core.contracts import Mode, RunOptions, ScheduleBody, encode
+from service.core.store.rows import many
 
 VIEW_COLUMNS = (
     "cron, timezone, every_seconds, options::text AS options,"
@@ -49,10 +51,28 @@ async def get(db: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> asyncpg.Re
     )
 
 
-async def due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+class DueSchedule(msgspec.Struct, frozen=True):
+    """A due schedule with its feed's run defaults and its validation job."""
+
+    feed_id: str
+    cron: str | None
+    timezone: str
+    every_seconds: int | None
+    options: str
+    next_run_at: datetime
+    feed_status: str
+    mode: Mode
+    delimiter: str
+    max_rejected_rows: int | None
+    id: str  # the validation job
+    attempt: int
+    status: str
+
+
+async def due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[DueSchedule]:
     """Schedules due at ``now``, oldest first, locked for this transaction (another
     scheduler that somehow runs too skips them), with their feed and validation job."""
-    rows: list[asyncpg.Record] = await conn.fetch(
+    rows = await conn.fetch(
         "SELECT s.feed_id, s.cron, s.timezone, s.every_seconds, s.options::text AS options,"
         " s.next_run_at, f.status AS feed_status, f.mode, f.delimiter, f.max_rejected_rows,"
         " j.id, j.attempt, j.status"
@@ -63,7 +83,7 @@ async def due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[async
         now,
         limit,
     )
-    return rows
+    return many(DueSchedule, rows)
 
 
 async def advance(

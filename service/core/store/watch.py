@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
+
+from service.core.contracts import Mode
+from service.core.store.rows import many
 
 
-async def watching(conn: asyncpg.Connection, bucket: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+class Watcher(msgspec.Struct, frozen=True):
+    id: str  # the feed
+    watch: str  # its s3://bucket/prefix/
+
+
+async def watching(conn: asyncpg.Connection, bucket: str) -> list[Watcher]:
+    """The feeds that watch a prefix of ``bucket``."""
+    rows = await conn.fetch(
         "SELECT id, watch FROM feeds WHERE watch LIKE $1",
         "s3://" + bucket.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%",
     )
-    return rows
+    return many(Watcher, rows)
 
 
 async def newest_seen(conn: asyncpg.Connection, feed_id: str, key: str) -> str | None:
@@ -44,10 +54,6 @@ async def record(
     )
 
 
-async def lock_feed(conn: asyncpg.Connection, feed_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM feeds WHERE id = $1 FOR UPDATE", feed_id)
-
-
 async def initial_submission(conn: asyncpg.Connection, feed_id: str) -> str | None:
     """The submission job a watched feed was created with, while no file has come yet."""
     job_id: str | None = await conn.fetchval(
@@ -69,13 +75,25 @@ async def clear_run_pending(conn: asyncpg.Connection, feed_ids: list[str]) -> No
         )
 
 
-async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+class PendingRun(msgspec.Struct, frozen=True):
+    """A feed whose newest version waits for a run, with its run defaults and its job."""
+
+    feed_id: str
+    mode: Mode
+    delimiter: str
+    max_rejected_rows: int | None
+    id: str  # the validation job
+    attempt: int
+    status: str
+
+
+async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[PendingRun]:
     """Feeds whose newest version came while their job was busy, now idle: locked."""
-    rows: list[asyncpg.Record] = await conn.fetch(
+    rows = await conn.fetch(
         "SELECT f.id AS feed_id, f.mode, f.delimiter, f.max_rejected_rows,"
         " j.id, j.attempt, j.status FROM feeds f JOIN jobs j ON j.id = f.validation_job_id"
         " WHERE f.run_pending AND f.status = 'ready' AND j.status NOT IN ('queued', 'running')"
         " LIMIT $1 FOR UPDATE OF f, j SKIP LOCKED",
         limit,
     )
-    return rows
+    return many(PendingRun, rows)

@@ -1,0 +1,59 @@
+"""Rejections (``job_errors``): written by a run as it finds them, read in file order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+COLUMNS = ["job_id", "attempt", "ordinal", "line", "column_name", "code", "message", "raw"]
+
+
+async def add(db: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of ``COLUMNS``, by COPY, on a connection of their own: they are kept even if
+    the load rolls back, since they tell why."""
+    async with db.acquire() as conn:
+        await conn.copy_records_to_table("job_errors", records=rows, columns=COLUMNS)
+
+
+async def list_errors(
+    db: asyncpg.Pool, job_id: str, attempt: int, after: tuple[int, int], limit: int
+) -> list[asyncpg.Record]:
+    """Rejections in file order (by line), after the (line, ordinal) ``after``."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT ordinal, line, column_name, code, message, raw FROM job_errors"
+        " WHERE job_id = $1 AND attempt = $2 AND (line, ordinal) > ($3, $4)"
+        " ORDER BY line, ordinal LIMIT $5",
+        job_id,
+        attempt,
+        after[0],
+        after[1],
+        limit,
+    )
+    return rows
+
+
+async def stream_errors(
+    db: asyncpg.Pool, job_id: str, attempt: int, batch: int = 2000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every rejection of one run in file order, ``batch`` rows at a time, from a
+    server-side cursor: memory holds one batch, whatever the number of rows."""
+    async with db.acquire() as conn, conn.transaction():
+        cursor = await conn.cursor(
+            "SELECT line, column_name, code, message, raw FROM job_errors"
+            " WHERE job_id = $1 AND attempt = $2 ORDER BY line, ordinal",
+            job_id,
+            attempt,
+        )
+        while rows := await cursor.fetch(batch):
+            yield rows
+
+
+async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
+    attempt: int | None = await db.fetchval(
+        "SELECT max(attempt) FROM job_runs WHERE job_id = $1"
+        " AND status IN ('running', 'completed', 'failed', 'cancelled')",
+        job_id,
+    )
+    return attempt or 0
