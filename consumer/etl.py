@@ -29,7 +29,7 @@ from service.core.s3_access import may_read
 from service.core.settings import Settings
 from service.core.store import lifecycle, runs, s3_prefixes
 from service.core.store import products as stage
-from service.core.store.lifecycle import ClaimedRun, Lease
+from service.core.store.runs import ClaimedRun, Lease
 
 log = get_logger(__name__)
 

@@ -30,7 +30,8 @@ from service.core.errors import JobFailure
 from service.core.s3 import ObjectInfo, S3Uri
 from service.core.settings import Settings
 from service.core.store import products as stage
-from service.core.store.lifecycle import ClaimedRun
+from service.core.store.products import Duplicate
+from service.core.store.runs import ClaimedRun
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way
@@ -205,20 +206,20 @@ async def _duplicates(
     found = await stage.duplicates(conn, table)
     for dup in found:
         await errors.add(
-            dup["line"],
+            dup.line,
             "sku",
             "DUPLICATE_SKU",
-            f"sku {dup['sku']!r} already appears on line {dup['first_line']}",
+            f"sku {dup.sku!r} already appears on line {dup.first_line}",
             _raw_of(dup, delimiter),
         )
     return len(found)
 
 
-def _raw_of(row: asyncpg.Record, delimiter: str) -> str:
+def _raw_of(row: Duplicate, delimiter: str) -> str:
     """A duplicate's row as cleaned (its raw text is not kept, to keep memory flat)."""
     buf = io.StringIO()
     csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(
-        [row["sku"], row["name"], row["price"], row["currency"]]
+        [row.sku, row.name, row.price, row.currency]
     )
     return buf.getvalue()
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from consumer.csvread import FIELD_LIMIT, LineSource, RecordReader
+from consumer.csvread import FIELD_LIMIT, LineSource, Record, RecordReader
 from consumer.fastpath import FastPath
 from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, pack
 from consumer.inflate import DecompressionLimit, Inflater
@@ -166,25 +166,38 @@ def _rows(
             fast_rows += count
         else:
             rows_read += 1
-            if rec.fields is None:
-                fault = rec.fault or "ROW_LENGTH"
-                errors.append((rec.line, None, fault, FAULT_MESSAGES.get(fault, fault), rec.raw))
-                rejected += 1
+            if _one_record(rec, validator, reader, rows, errors):
+                valid += 1
             else:
-                try:
-                    values = validator.clean(rec.fields)
-                except RowFault as f:
-                    errors.append((rec.line, f.column, f.code, f.message, reader.raw_of_last()))
-                    rejected += 1
-                else:
-                    canon = canonical_line(values).encode()
-                    rows.add_row(rec.line, canon, row_hash(canon))
-                    valid += 1
+                rejected += 1
         if rows.pending + len(errors) >= batch:
             send()
     if rows.pending or errors:
         send()
     return End(rows_read, valid, rejected, 0, fast_rows)
+
+
+def _one_record(
+    rec: Record,
+    validator: RowValidator,
+    reader: RecordReader,
+    rows: Recogniser,
+    errors: list[ErrorRow],
+) -> bool:
+    """Validate one record the fast path did not take: added to ``rows`` (True) or rejected
+    into ``errors`` (False)."""
+    if rec.fields is None:
+        fault = rec.fault or "ROW_LENGTH"
+        errors.append((rec.line, None, fault, FAULT_MESSAGES.get(fault, fault), rec.raw))
+        return False
+    try:
+        values = validator.clean(rec.fields)
+    except RowFault as f:
+        errors.append((rec.line, f.column, f.code, f.message, reader.raw_of_last()))
+        return False
+    canon = canonical_line(values).encode()
+    rows.add_row(rec.line, canon, row_hash(canon))
+    return True
 
 
 def main() -> None:

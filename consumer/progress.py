@@ -11,7 +11,7 @@ import asyncpg
 
 from service.core.contracts import FirstError
 from service.core.store import lifecycle, rejections
-from service.core.store.lifecycle import ClaimedRun, Lease
+from service.core.store.runs import ClaimedRun, Lease
 
 PROGRESS_EVERY = 1.0  # seconds
 ERROR_FLUSH = 2000

@@ -38,14 +38,14 @@ async def run_pass(
     async with pool.acquire() as conn:
         surplus = await store.surplus_files(conn, settings.keep_file_versions, BATCH)
     for row in surplus:
-        uri = parse_s3_uri(row["s3_uri"])
+        uri = parse_s3_uri(row.s3_uri)
         try:
             await s3.delete_object(Bucket=uri.bucket, Key=uri.key)
         except botocore.exceptions.ClientError as exc:
-            log.warning("retention_file_not_deleted", job_id=row["job_id"], error=str(exc))
+            log.warning("retention_file_not_deleted", job_id=row.job_id, error=str(exc))
             continue
         async with pool.acquire() as conn:
-            await store.mark_purged(conn, row["job_id"])
+            await store.mark_purged(conn, row.job_id)
         counts["files"] += 1
     if any(counts.values()):
         log.info("retention_done", **counts, before=before.isoformat())

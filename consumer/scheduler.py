@@ -26,6 +26,7 @@ from service.core.store import jobs as jobs_store
 from service.core.store import lifecycle, locks
 from service.core.store import schedules as schedules_store
 from service.core.store import watch as watch_store
+from service.core.store.runs import RunToQueue
 from service.core.store.schedules import DueSchedule
 
 log = get_logger(__name__)
@@ -89,7 +90,7 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await watch_store.clear_run_pending(conn, [w.feed_id for w in pending])
         for waiting in pending:
             runs.append(
-                lifecycle.RunToQueue(
+                RunToQueue(
                     job_id=waiting.id,
                     attempt=waiting.attempt,
                     options=jobs_store.effective_options(RunOptions(), waiting),
@@ -106,14 +107,14 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
     return len(rows)
 
 
-def _run_of(row: DueSchedule, now: datetime) -> lifecycle.RunToQueue | None:
+def _run_of(row: DueSchedule, now: datetime) -> RunToQueue | None:
     """The run a due schedule requests of its (locked) job; None if it is skipped."""
     if row.feed_status != "ready" or row.status in ACTIVE_STATUSES:
         reason = "job_active" if row.status in ACTIVE_STATUSES else "feed_not_ready"
         log.info("schedule_skipped", feed_id=row.feed_id, job_id=row.id, reason=reason)
         return None
     options = jobs_store.effective_options(msgspec.json.decode(row.options, type=RunOptions), row)
-    return lifecycle.RunToQueue(
+    return RunToQueue(
         job_id=row.id,
         attempt=row.attempt,
         options=options,

@@ -1,4 +1,5 @@
-"""The consumer process: consume run requests, claim, ack, run the ETL; sweep; stop gracefully.
+"""The consumer process: consume run requests and S3 events, claim, ack, hand each run to
+``runner.py``; sweep; stop gracefully. Message decoding and dead letters: ``messages.py``.
 
 Faults: the AMQP session is reopened with backoff whenever the broker drops it; runs already
 claimed go on meanwhile (they are owned by this object, not by the AMQP channel). Every
@@ -12,20 +13,19 @@ import asyncio
 import contextlib
 import functools
 import signal
-import time
-from typing import Any
 
 import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from consumer import etl, metrics, retention, s3watch, sweeper
+from consumer import etl, messages, metrics, retention, s3watch, sweeper
+from consumer.messages import DeadLetter, Stopping, correlation_id, decode_request, settle_quietly
+from consumer.runner import Runner
 from consumer.scheduler import Scheduler
 from service.core import s3_events
-from service.core.bus import Names, copy_message, declare_topology, open_connection
+from service.core.bus import Names, declare_topology, open_connection
 from service.core.contracts import RunRequest
 from service.core.db import create_pool, ensure_database
-from service.core.ids import is_correlation_id
 from service.core.listener import JobWatcher
 from service.core.logs import get_logger
 from service.core.migrate import migrate
@@ -34,44 +34,10 @@ from service.core.retry import is_transient, raise_if_cancelling, retry_forever,
 from service.core.s3 import s3_client
 from service.core.settings import Settings
 from service.core.store import lifecycle
-from service.core.store.lifecycle import ClaimedRun, ClaimOutcome, Lease
+from service.core.store.runs import ClaimedRun, ClaimOutcome
 
 log = get_logger(__name__)
-HEARTBEAT_SECONDS = 2.0
-MAX_MESSAGE_BYTES = 64 * 1024  # a run request is a few hundred bytes
 FIRST_SESSION_TIMEOUT = 30.0
-
-
-class DeadLetter(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Stopping(Exception):
-    """The consumer is shutting down: hand the message back to the broker."""
-
-
-def decode_request(body: bytes) -> RunRequest:
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise DeadLetter(
-            "MESSAGE_TOO_LARGE",
-            f"The run request is {len(body)} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
-        )
-    try:
-        req = msgspec.json.decode(body, type=RunRequest)
-    except msgspec.ValidationError as exc:
-        raise DeadLetter(
-            "INVALID_MESSAGE", f"The run request does not fit the schema: {exc}"
-        ) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DeadLetter("INVALID_JSON", f"The run request is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise DeadLetter("INVALID_JSON", "The run request is nested too deeply") from None
-    if req.job_id is None and req.feed_id is None:
-        raise DeadLetter("INVALID_MESSAGE", "The run request names neither job_id nor feed_id")
-    return req
 
 
 class Consumer:
@@ -107,6 +73,7 @@ class Consumer:
             await migrate(conn)
         s3 = await self._stack.enter_async_context(s3_client(s))
         self.deps = etl.Deps(settings=s, pool=pool, s3=s3, metrics=self.metrics)
+        self.runner = Runner(self.deps, self.metrics, self.stopping.is_set)
         self._stack.push_async_callback(self.deps.spawner.close)
         self.deps.spawner.replenish()  # the first run's worker, started ahead
         self.scheduler.maintenance = functools.partial(retention.run_pass, pool, s3, s)
@@ -208,7 +175,7 @@ class Consumer:
         for outcome, n in counts.items():
             if n:
                 self.metrics.s3_events.labels(outcome).inc(n)
-        await _settle_quietly(message.ack(), message, "ack")
+        await settle_quietly(message.ack(), message, "ack")
 
     async def _take(self, message: AbstractIncomingMessage) -> None:
         """Wait for a free slot, settle the message, start the run it claims (if any)."""
@@ -223,7 +190,7 @@ class Consumer:
         try:
             run = await self._settle(message)
             if run is not None:
-                task = asyncio.create_task(self._run(run), name=f"run-{run.job_id}")
+                task = asyncio.create_task(self.runner.run(run), name=f"run-{run.job_id}")
                 self.active[task] = run
                 task.add_done_callback(self._run_done)
                 handed_over = True
@@ -244,7 +211,7 @@ class Consumer:
         try:
             req = decode_request(message.body)
             if req.request_id is None:
-                req.request_id = _correlation_id(message)
+                req.request_id = correlation_id(message)
             structlog.contextvars.bind_contextvars(
                 request_id=req.request_id, job_id=req.job_id, feed_id=req.feed_id
             )
@@ -267,7 +234,7 @@ class Consumer:
             await self._dead_letter(message, exc)
             return None
         except Stopping:
-            await _settle_quietly(message.nack(requeue=True), message, "nack")
+            await settle_quietly(message.nack(requeue=True), message, "nack")
             return None
         except Exception as exc:
             log.exception("message_handling_failed", message_id=message.message_id)
@@ -276,7 +243,7 @@ class Consumer:
                 DeadLetter("INTERNAL_ERROR", f"Handling failed: {type(exc).__name__}: {exc}"),
             )
             return None
-        await _settle_quietly(message.ack(), message, "ack")  # redelivered: a no-op then
+        await settle_quietly(message.ack(), message, "ack")  # redelivered: a no-op then
         if run is None:
             log.info(
                 "run_request_ignored",
@@ -308,121 +275,8 @@ class Consumer:
                 raise Stopping() from exc
             raise
 
-    async def _run(self, run: ClaimedRun) -> None:
-        """Run the ETL with a lease heartbeat; give the run back if a dependency cut it off."""
-        started = time.monotonic()
-        self.metrics.active.inc()
-        try:
-            end = await self._run_with_heartbeat(run)
-        finally:
-            self.metrics.active.dec()
-        self.metrics.run_ended(end, time.monotonic() - started)
-        if end == "interrupted":
-            await self._release(run, "interrupted")
-
-    async def _run_with_heartbeat(self, run: ClaimedRun) -> etl.RunEnd:
-        assert self.deps is not None
-        work = asyncio.create_task(etl.execute(self.deps, run), name=f"etl-{run.job_id}")
-        try:
-            cancelled_for = await self._heartbeat(run, work)
-        except asyncio.CancelledError:  # shutdown: abandon the load (rolled back)
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            raise
-        try:
-            end: etl.RunEnd = await work
-        except asyncio.CancelledError:  # cancelled by the heartbeat below
-            end = "lease_lost" if cancelled_for == "lease_lost" else "cancelled"
-        except Exception as exc:  # recording the outcome failed: PostgreSQL went away
-            if not is_transient(exc):
-                log.exception("run_crashed", job_id=run.job_id, attempt=run.attempt)
-                return "failed"
-            end = "interrupted"
-        if work.cancelled() and cancelled_for == "cancel_requested":
-            await lifecycle.cancelled(self.deps.pool, run)
-        return end
-
-    async def _heartbeat(self, run: ClaimedRun, work: asyncio.Task[etl.RunEnd]) -> str | None:
-        """Renew the lease until ``work`` ends; cancel it if the run is lost or a cancel was
-        asked (and it does not notice by itself). Returns why it was cancelled, if it was."""
-        assert self.deps is not None
-        cancelled_for: str | None = None
-        while not work.done():
-            done, _ = await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS)
-            if done:
-                break
-            try:
-                state = await lifecycle.renew_lease(
-                    self.deps.pool, run, self.settings.lease_seconds
-                )
-            except Exception as exc:  # keep trying: the lease still has time
-                log.warning("lease_renewal_failed", job_id=run.job_id, error=repr(exc))
-                continue
-            if state is Lease.LOST and cancelled_for is None:
-                cancelled_for = "lease_lost"
-                log.warning("run_lease_lost", job_id=run.job_id, attempt=run.attempt)
-                work.cancel()
-            elif state is Lease.CANCEL_ASKED:
-                # A cancel was asked: the ETL notices at its next progress tick; if it is in
-                # a long merge, the transaction is rolled back by cancelling the task.
-                if cancelled_for is None:
-                    cancelled_for = "cancel_requested"
-                    await asyncio.sleep(HEARTBEAT_SECONDS)
-                    if not work.done():
-                        work.cancel()
-        return cancelled_for
-
-    async def _release(self, run: ClaimedRun, reason: lifecycle.ReleaseReason) -> None:
-        """Re-queue a run this consumer cannot finish, as soon as PostgreSQL answers."""
-        assert self.deps is not None
-        pool, limit = self.deps.pool, self.settings.max_interruptions
-        try:
-            outcome = await retry_transient(
-                "release_waiting_for_database",
-                lambda: lifecycle.release(pool, run, reason, max_interruptions=limit),
-                give_up=self.stopping.is_set,
-            )
-        except Exception as exc:
-            log.warning("run_release_failed", job_id=run.job_id, error=repr(exc))
-            return  # the lease runs out and the sweeper re-queues it
-        log.warning(
-            "run_released",
-            job_id=run.job_id,
-            feed_id=run.feed_id,
-            attempt=run.attempt,
-            reason=reason,
-            outcome=outcome,
-        )
-
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: DeadLetter) -> None:
-        headers: dict[str, Any] = dict(message.headers or {})
-        headers.update(
-            {
-                "x-error-code": exc.code,
-                "x-error-message": exc.message[:1000],
-                "x-original-routing-key": message.routing_key or "",
-            }
-        )
-        dlx = self._dlx
-        try:
-            if dlx is None:
-                raise ConnectionError("no AMQP session")
-            await dlx.publish(copy_message(message, headers), routing_key="")
-        except Exception as publish_error:
-            # Not acked: the broker redelivers it once the session is back.
-            log.warning(
-                "dead_letter_failed", message_id=message.message_id, error=repr(publish_error)
-            )
-            return
-        await _settle_quietly(message.ack(), message, "ack")
-        self.metrics.dead_letters.labels(exc.code).inc()
-        log.warning(
-            "message_dead_lettered",
-            code=exc.code,
-            reason=exc.message[:1000],
-            message_id=message.message_id,
-        )
+        await messages.dead_letter(self._dlx, message, exc, self.metrics)
 
     async def _sweep_forever(self) -> None:
         assert self.deps is not None
@@ -480,29 +334,12 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             for run in abandoned:
-                await self._release(run, "shutdown")
+                await self.runner.release(run, "shutdown")
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._stack.aclose()
         log.info("consumer_stopped")
-
-
-def _correlation_id(message: AbstractIncomingMessage) -> str | None:
-    for candidate in (message.correlation_id, message.message_id):
-        if is_correlation_id(candidate):
-            return candidate
-    return None
-
-
-async def _settle_quietly(op: Any, message: AbstractIncomingMessage, what: str) -> None:
-    """Ack or nack; if the channel is gone the broker redelivers, which is harmless."""
-    try:
-        await op
-    except Exception as exc:
-        log.warning(
-            "message_settle_failed", op=what, message_id=message.message_id, error=repr(exc)
-        )
 
 
 async def serve(settings: Settings) -> None:

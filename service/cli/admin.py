@@ -39,7 +39,7 @@ async def jobs(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         statuses = args.status.split(",") if args.status else None
         for row in await admin_store.jobs(conn, args.tenant, statuses, args.limit):
-            _print(dict(row))
+            _print(row)
         return 0
 
     return await _with_db(settings, work)
@@ -60,7 +60,7 @@ async def job(settings: Settings, args: argparse.Namespace) -> int:
 async def keys(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         for row in await admin_store.keys(conn, args.tenant):
-            _print(dict(row))
+            _print(row)
         return 0
 
     return await _with_db(settings, work)

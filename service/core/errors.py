@@ -159,6 +159,11 @@ class Unavailable(ServiceError):
     status = 503
     error_code = "UNAVAILABLE"
 
+    @classmethod
+    def not_reachable(cls, what: str) -> Unavailable:
+        """The 503 for a connection fault of a dependency (``what``: "The database")."""
+        return cls(f"{what} is not reachable; try again shortly", headers={"Retry-After": "5"})
+
 
 class StorageError(ServiceError):
     """Object storage error"""

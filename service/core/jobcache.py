@@ -15,17 +15,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import asyncpg
+from service.core.store.jobs import JobRecord
 
 
 class JobCache:
     def __init__(self, size: int = 10_000) -> None:
-        self._rows: OrderedDict[str, tuple[int, asyncpg.Record]] = OrderedDict()
+        self._rows: OrderedDict[str, tuple[int, JobRecord]] = OrderedDict()
         self._size = size
         self.changes = 0  # invalidations so far: a fill started before one is not kept
         self.enabled = False
 
-    def get(self, job_id: str, tenant_id: int) -> asyncpg.Record | None:
+    def get(self, job_id: str, tenant_id: int) -> JobRecord | None:
         """The cached row, if any and if it is this tenant's (else None: read the database)."""
         entry = self._rows.get(job_id)
         if entry is None or entry[0] != tenant_id:
@@ -33,7 +33,7 @@ class JobCache:
         self._rows.move_to_end(job_id)
         return entry[1]
 
-    def put(self, job_id: str, tenant_id: int, row: asyncpg.Record, seen: int) -> None:
+    def put(self, job_id: str, tenant_id: int, row: JobRecord, seen: int) -> None:
         """Keep ``row``, read after ``changes`` was ``seen``, unless something changed since."""
         if not self.enabled or seen != self.changes:
             return

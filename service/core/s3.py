@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +79,52 @@ class Stored(msgspec.Struct):
     etag: str
 
 
+class _Upload:
+    """One object written part by part: a plain PUT if it fits in one part, else multipart
+    (started at the first full part)."""
+
+    def __init__(self, client: Any, uri: S3Uri, content_type: str) -> None:
+        self.client, self.uri, self.content_type = client, uri, content_type
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    async def part(self, body: bytes) -> None:
+        where = {"Bucket": self.uri.bucket, "Key": self.uri.key}
+        if self.upload_id is None:
+            created = await self.client.create_multipart_upload(
+                **where, ContentType=self.content_type
+            )
+            self.upload_id = created["UploadId"]
+        number = len(self.parts) + 1
+        resp = await self.client.upload_part(
+            **where, UploadId=self.upload_id, PartNumber=number, Body=body
+        )
+        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+
+    async def finish(self, rest: bytes) -> str:
+        """Write what is left and complete the object; its ETag."""
+        where = {"Bucket": self.uri.bucket, "Key": self.uri.key}
+        if self.upload_id is None:
+            resp = await self.client.put_object(**where, Body=rest, ContentType=self.content_type)
+            return str(resp["ETag"])
+        if rest:
+            await self.part(rest)
+        resp = await self.client.complete_multipart_upload(
+            **where, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+        return str(resp["ETag"])
+
+    async def abort(self) -> None:
+        if self.upload_id is None:
+            return
+        with contextlib.suppress(
+            botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+        ):
+            await self.client.abort_multipart_upload(
+                Bucket=self.uri.bucket, Key=self.uri.key, UploadId=self.upload_id
+            )
+
+
 async def upload_stream(
     client: Any,
     uri: S3Uri,
@@ -93,23 +140,7 @@ async def upload_stream(
     digest = hashlib.sha256()
     total = 0
     buf = bytearray()
-    upload_id: str | None = None
-    parts: list[dict[str, Any]] = []
-
-    async def flush() -> None:
-        nonlocal upload_id
-        if upload_id is None:
-            created = await client.create_multipart_upload(
-                Bucket=uri.bucket, Key=uri.key, ContentType=content_type
-            )
-            upload_id = created["UploadId"]
-        number = len(parts) + 1
-        resp = await client.upload_part(
-            Bucket=uri.bucket, Key=uri.key, UploadId=upload_id, PartNumber=number, Body=bytes(buf)
-        )
-        parts.append({"ETag": resp["ETag"], "PartNumber": number})
-        buf.clear()
-
+    upload = _Upload(client, uri, content_type)
     try:
         async for chunk in chunks:
             total += len(chunk)
@@ -121,29 +152,11 @@ async def upload_stream(
             digest.update(chunk)
             buf += chunk
             if len(buf) >= PART_SIZE:
-                await flush()
-        if upload_id is None:
-            resp = await client.put_object(
-                Bucket=uri.bucket, Key=uri.key, Body=bytes(buf), ContentType=content_type
-            )
-            etag = resp["ETag"]
-        else:
-            if buf:
-                await flush()
-            resp = await client.complete_multipart_upload(
-                Bucket=uri.bucket, Key=uri.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-            etag = resp["ETag"]
+                await upload.part(bytes(buf))
+                buf.clear()
+        etag = await upload.finish(bytes(buf))
     except BaseException:
-        if upload_id is not None:
-            try:
-                await client.abort_multipart_upload(
-                    Bucket=uri.bucket, Key=uri.key, UploadId=upload_id
-                )
-            except botocore.exceptions.BotoCoreError:
-                pass
-            except botocore.exceptions.ClientError:
-                pass
+        await upload.abort()
         raise
     return Stored(bytes=total, sha256=digest.hexdigest(), etag=etag.strip('"'))
 

@@ -5,37 +5,34 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple
 
-import asyncpg
-import msgspec
 from aiohttp import web
 
 from service.core.contracts import TERMINAL_STATUSES, JobView, encode
+from service.core.store.jobs import JobRecord
+from service.core.store.rows import raw
 
 
-def job_view(row: asyncpg.Record, *, with_result: bool = True) -> JobView:
-    def raw(value: str | None) -> msgspec.Raw | None:
-        return None if value is None else msgspec.Raw(value.encode())
-
+def job_view(row: JobRecord, *, with_result: bool = True) -> JobView:
     return JobView(
-        job_id=row["job_id"],
-        feed_id=row["feed_id"],
-        job_type=row["job_type"],
-        status=row["status"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempt=row["attempt"],
-        message=row["message"],
-        progress=raw(row["progress"]),
-        retry_after=row["retry_after"],
-        result=raw(row["result"]) if with_result else None,
-        error=raw(row["error"]),
+        job_id=row.job_id,
+        feed_id=row.feed_id,
+        job_type=row.job_type,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        attempt=row.attempt,
+        message=row.message,
+        progress=raw(row.progress),
+        retry_after=row.retry_after,
+        result=raw(row.result) if with_result else None,
+        error=raw(row.error),
     )
 
 
-def etag_of(row: asyncpg.Record) -> str:
-    return f'"{row["job_id"]}.{row["version"]}"'
+def etag_of(row: JobRecord) -> str:
+    return f'"{row.job_id}.{row.version}"'
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -46,8 +43,8 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
-def is_terminal(row: asyncpg.Record) -> bool:
-    return row["status"] in TERMINAL_STATUSES
+def is_terminal(row: JobRecord) -> bool:
+    return row.status in TERMINAL_STATUSES
 
 
 class Rendered(NamedTuple):
@@ -66,13 +63,13 @@ class Bodies:
         self._rendered: OrderedDict[str, Rendered] = OrderedDict()
         self._size = size
 
-    def of(self, row: asyncpg.Record) -> Rendered:
+    def of(self, row: JobRecord) -> Rendered:
         etag = etag_of(row)
         hit = self._rendered.get(etag)
         if hit is None:
             headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-            if row["retry_after"] is not None:
-                headers["Retry-After"] = str(row["retry_after"])
+            if row.retry_after is not None:
+                headers["Retry-After"] = str(row.retry_after)
             headers["Content-Type"] = "application/json; charset=utf-8"
             hit = self._rendered[etag] = Rendered(etag, encode(job_view(row)), headers)
             if len(self._rendered) > self._size:
@@ -83,7 +80,7 @@ class Bodies:
 BODIES = web.AppKey("job_bodies", Bodies)
 
 
-def job_response(row: asyncpg.Record, request: web.Request, *, status: int = 200) -> web.Response:
+def job_response(row: JobRecord, request: web.Request, *, status: int = 200) -> web.Response:
     rendered = request.app[BODIES].of(row)
     if status == 200 and etag_matches(request.headers.get("If-None-Match"), rendered.etag):
         headers = dict(rendered.headers)

@@ -91,39 +91,39 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ids = {k: v for k in ("job_id", "feed_id") if (v := request.match_info.get(k))}
     structlog.contextvars.bind_contextvars(request_id=request_id, **ids)
     try:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = error_response(_translate_http(exc), request_id)
-        except ServiceError as exc:
-            response = error_response(exc, request_id)
-        except asyncpg.PostgresConnectionError as exc:
-            log.warning("database_unavailable", error=str(exc))
-            response = error_response(
-                Unavailable(
-                    "The database is not reachable; try again shortly", headers={"Retry-After": "5"}
-                ),
-                request_id,
-            )
-        except (OSError, asyncpg.CannotConnectNowError) as exc:
-            log.warning("database_unavailable", error=str(exc))
-            response = error_response(
-                Unavailable(
-                    "A backing service is not reachable; try again shortly",
-                    headers={"Retry-After": "5"},
-                ),
-                request_id,
-            )
-        except Exception:
-            log.exception("unhandled_error", method=request.method, path=request.path)
-            response = error_response(ServiceError("Internal error"), request_id)
+        response = await _answer(request, handler, request_id)
     except web.HTTPException as exc:  # redirects and the like
         exc.headers["x-request-id"] = request_id
         raise
     response.headers["x-request-id"] = request_id
-    elapsed = time.perf_counter() - started
+    _record(request, response, time.perf_counter() - started, ids)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    """The handler's response, or the error body of what it raised (3xx are re-raised)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_translate_http(exc), request_id)
+    except ServiceError as exc:
+        return error_response(exc, request_id)
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+        log.warning("database_unavailable", error=str(exc))
+        database = isinstance(exc, asyncpg.PostgresConnectionError)
+        what = "The database" if database else "A backing service"
+        return error_response(Unavailable.not_reachable(what), request_id)
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return error_response(ServiceError("Internal error"), request_id)
+
+
+def _record(
+    request: web.Request, response: web.StreamResponse, elapsed: float, ids: dict[str, str]
+) -> None:
+    """The request's metrics sample and its one access line."""
     route = request.match_info.route.resource
     request.app[METRICS].observe(
         route.canonical if route is not None else "unmatched",
@@ -139,7 +139,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         "status": response.status,
         "tenant": p.tenant if p else None,
         "duration_ms": round(elapsed * 1000, 2),
-        "request_id": request_id,
+        "request_id": request[REQUEST_ID],
         **ids,
     }
     if not ACCESS.write(line):
@@ -147,7 +147,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         for key in ids:
             del line[key]
         log.info("http_request", **line)
-    return response
 
 
 @web.middleware

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from service.core import ids, s3_events, schedules
@@ -16,13 +15,9 @@ from service.core.contracts import (
     FEED_STATUSES,
     FeedCreated,
     FeedList,
-    FeedSummary,
-    FeedView,
     JobError,
     RegisterFeed,
-    RunOptions,
     ScheduleBody,
-    ScheduleView,
     SubmissionResult,
     encode,
     job_error_code,
@@ -306,14 +301,9 @@ async def list_feeds(request: web.Request) -> web.Response:
         newest_first=listing.newest_first,
         with_total=listing.with_total,
     )
-    rows, cursor = page(rows, listing, lambda r: [r["created_ts"].isoformat(), r["feed_id"]])
-    fields = FeedSummary.__struct_fields__
+    rows, cursor = page(rows, listing, lambda r: [r[1].isoformat(), r[0].feed_id])
     return json_response(
-        FeedList(
-            feeds=[FeedSummary(**{k: r[k] for k in fields}) for r in rows],
-            next_cursor=cursor,
-            total=total,
-        )
+        FeedList(feeds=[feed for feed, _ in rows], next_cursor=cursor, total=total)
     )
 
 
@@ -325,17 +315,6 @@ async def _own_feed(request: web.Request) -> str:
     ):
         raise FeedNotFound(feed_id)
     return feed_id
-
-
-def _schedule_view(row: Any) -> ScheduleView:
-    return ScheduleView(
-        cron=row["cron"],
-        timezone=row["timezone"],
-        every_seconds=row["every_seconds"],
-        options=msgspec.json.decode(row["options"], type=RunOptions),
-        next_run_at=row["next_run_at"],
-        last_run_at=row["last_run_at"],
-    )
 
 
 @routes.put("/feeds/{feed_id}/schedule")
@@ -350,9 +329,9 @@ async def put_schedule(request: web.Request) -> web.Response:
     pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn:
         await schedules_store.put(conn, feed_id, body, first)
-        row = await schedules_store.get(conn, feed_id)
+        view = await schedules_store.get(conn, feed_id)
     log.info("schedule_set", feed_id=feed_id, cron=body.cron, every_seconds=body.every_seconds)
-    return json_response(_schedule_view(row))
+    return json_response(view)
 
 
 @routes.delete("/feeds/{feed_id}/schedule")
@@ -370,12 +349,10 @@ async def get_feed(request: web.Request) -> web.Response:
     if not ids.is_feed_id(feed_id):
         raise FeedNotFound(feed_id)
     pool = request.app[appkeys.POOL]
-    row = await feeds_store.get_feed(pool, feed_id, principal(request).tenant_id)
-    if row is None:
+    view = await feeds_store.get_feed(pool, feed_id, principal(request).tenant_id)
+    if view is None:
         raise FeedNotFound(feed_id)
-    schedule = await schedules_store.get(pool, feed_id)
-    view = FeedView(**dict(row))
-    if schedule is not None:
-        view.schedule = _schedule_view(schedule)
-        view.next_run_at = schedule["next_run_at"]
+    view.schedule = await schedules_store.get(pool, feed_id)
+    if view.schedule is not None:
+        view.next_run_at = view.schedule.next_run_at
     return json_response(view)

@@ -10,7 +10,6 @@ import time
 from datetime import datetime
 
 import asyncpg
-import msgspec
 from aiohttp import web
 
 from service.core import ids
@@ -19,11 +18,9 @@ from service.core.contracts import (
     JOB_STATUSES,
     ErrorList,
     JobList,
-    RowError,
     RunAccepted,
     RunList,
     RunOptions,
-    RunView,
     encode,
 )
 from service.core.errors import (
@@ -40,6 +37,8 @@ from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
 from service.core.store import idempotency, lifecycle, rejections
 from service.core.store import jobs as jobs_store
+from service.core.store.jobs import JobRecord
+from service.core.store.keys import Principal
 from service.gateway import appkeys
 from service.gateway.bodies import (
     decode_cursor,
@@ -60,7 +59,7 @@ routes = web.RouteTableDef()
 MAX_WAIT = 60
 
 
-async def _load(request: web.Request, job_id: str) -> asyncpg.Record:
+async def _load(request: web.Request, job_id: str) -> JobRecord:
     """The job as its owner sees it: from the gateway's cache (service/core/jobcache.py) while
     the job has not changed since, else from the database."""
     if not ids.is_job_id(job_id):
@@ -79,12 +78,12 @@ async def _load(request: web.Request, job_id: str) -> asyncpg.Record:
 
 async def _wait_for_change(
     request: web.Request,
-    row: asyncpg.Record,
+    row: JobRecord,
     known_etag: str,
     seconds: int,
     *,
     until_terminal: bool = False,
-) -> asyncpg.Record:
+) -> JobRecord:
     """Hold until the job's ETag differs from ``known_etag`` (or it is terminal), or time's up."""
     watcher = request.app[appkeys.WATCHER]
     deadline = time.monotonic() + seconds
@@ -96,8 +95,8 @@ async def _wait_for_change(
             # No notifications to wait for: fall back to a slow re-read.
             await asyncio.sleep(min(1.0, remaining))
         else:
-            await watcher.wait(row["job_id"], remaining)
-        row = await _load(request, row["job_id"])
+            await watcher.wait(row.job_id, remaining)
+        row = await _load(request, row.job_id)
     return row
 
 
@@ -148,9 +147,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         newest_first=listing.newest_first,
         with_total=listing.with_total,
     )
-    rows, cursor = page(
-        rows, listing, lambda r: [r["created_ts"].isoformat(), r["seq"], r["job_id"]]
-    )
+    rows, cursor = page(rows, listing, lambda r: [r.created_ts.isoformat(), r.seq, r.job_id])
     return json_response(
         JobList(
             jobs=[job_view(r, with_result=False) for r in rows], next_cursor=cursor, total=total
@@ -166,19 +163,8 @@ def _request_hash(job_id: str, body: bytes) -> bytes:
 async def run_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     p = principal(request)
-    settings = request.app[appkeys.SETTINGS]
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
-    raw = b""
-    if request.can_read_body:
-        if request.content_type != "application/json":
-            raise UnsupportedMediaType(
-                f"Expected Content-Type application/json, got {request.content_type}",
-                details={"content_type": request.content_type},
-            )
-        raw = await read_limited(request, settings.max_json_body_bytes)
-    options = await read_json(
-        request, RunOptions, limit=settings.max_json_body_bytes, optional=True, raw=raw
-    )
+    raw, options = await _run_body(request)
     if not ids.is_job_id(job_id):
         raise JobNotFound(job_id)
     idem_key = request.headers.get("Idempotency-Key")
@@ -186,49 +172,22 @@ async def run_job(request: web.Request) -> web.Response:
         raise InvalidRequest(
             "Idempotency-Key must be 1 to 255 characters", details={"field": "Idempotency-Key"}
         )
-    pool = request.app[appkeys.POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    request_hash = _request_hash(job_id, raw.strip())
+    async with request.app[appkeys.POOL].acquire() as conn, conn.transaction():
         if idem_key is not None:
             stored = await idempotency.lock_and_find(conn, p.tenant_id, idem_key)
             if stored is not None:
-                if stored.request_hash != _request_hash(job_id, raw.strip()):
+                if stored.request_hash != request_hash:
                     raise IdempotencyKeyReused(
                         "This Idempotency-Key was used within 24 hours for a different request",
                         details={"idempotency_key": idem_key},
                     )
                 log.info("run_request_replayed", job_id=job_id)
                 return _accepted(job_id, stored.body)
-        job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if job.job_type != "validation":
-            raise JobNotRunnable(details={"job_id": job_id})
-        if job.status in ACTIVE_STATUSES:
-            raise JobAlreadyActive(
-                f"Job {job_id} is already {job.status}",
-                details={"job_id": job_id, "status": job.status, "attempt": job.attempt},
-            )
-        feed = await feeds_store.get_feed_row(conn, job.feed_id)
-        assert feed is not None
-        if feed.status != "ready":
-            raise FeedNotReady(
-                f"Feed {feed.id} has no stored file (its upload"
-                f" {'failed' if feed.status == 'upload_failed' else 'is under way'});"
-                " upload one with PUT /feeds/{feed_id}/file",
-                details={"feed_id": feed.id, "feed_status": feed.status},
-            )
-        attempt = await lifecycle.queue_run(
-            conn,
-            job,
-            jobs_store.effective_options(options, feed),
-            requested_by=f"api:{p.key_id}",
-            request_id=request[REQUEST_ID],
-        )
+        attempt = await _queue(conn, job_id, p, options, request[REQUEST_ID])
         accepted = encode(RunAccepted(job_id=job_id, status="queued", attempt=attempt))
         if idem_key is not None:
-            await idempotency.remember(
-                conn, p.tenant_id, idem_key, _request_hash(job_id, raw.strip()), accepted
-            )
+            await idempotency.remember(conn, p.tenant_id, idem_key, request_hash, accepted)
     request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
     if wait:
@@ -236,6 +195,57 @@ async def run_job(request: web.Request) -> web.Response:
         row = await _wait_for_change(request, row, "", wait, until_terminal=True)
         return job_response(row, request)
     return _accepted(job_id, accepted)
+
+
+async def _run_body(request: web.Request) -> tuple[bytes, RunOptions | None]:
+    """The run request's body as sent (for the idempotency hash) and its options."""
+    limit = request.app[appkeys.SETTINGS].max_json_body_bytes
+    raw = b""
+    if request.can_read_body:
+        if request.content_type != "application/json":
+            raise UnsupportedMediaType(
+                f"Expected Content-Type application/json, got {request.content_type}",
+                details={"content_type": request.content_type},
+            )
+        raw = await read_limited(request, limit)
+    options = await read_json(request, RunOptions, limit=limit, optional=True, raw=raw)
+    return raw, options
+
+
+async def _queue(
+    conn: asyncpg.Connection,
+    job_id: str,
+    p: Principal,
+    options: RunOptions | None,
+    request_id: str,
+) -> int:
+    """Queue a run of the tenant's job, if it may run now; the new attempt."""
+    job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.job_type != "validation":
+        raise JobNotRunnable(details={"job_id": job_id})
+    if job.status in ACTIVE_STATUSES:
+        raise JobAlreadyActive(
+            f"Job {job_id} is already {job.status}",
+            details={"job_id": job_id, "status": job.status, "attempt": job.attempt},
+        )
+    feed = await feeds_store.get_feed_row(conn, job.feed_id)
+    assert feed is not None
+    if feed.status != "ready":
+        raise FeedNotReady(
+            f"Feed {feed.id} has no stored file (its upload"
+            f" {'failed' if feed.status == 'upload_failed' else 'is under way'});"
+            " upload one with PUT /feeds/{feed_id}/file",
+            details={"feed_id": feed.id, "feed_status": feed.status},
+        )
+    return await lifecycle.queue_run(
+        conn,
+        job,
+        jobs_store.effective_options(options, feed),
+        requested_by=f"api:{p.key_id}",
+        request_id=request_id,
+    )
 
 
 def _accepted(job_id: str, body: bytes) -> web.Response:
@@ -275,29 +285,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_runs(request: web.Request) -> web.Response:
     row = await _load(request, request.match_info["job_id"])
 
-    def raw(v: str | None) -> msgspec.Raw | None:
-        return None if v is None else msgspec.Raw(v.encode())
-
-    runs = await jobs_store.list_runs(request.app[appkeys.POOL], row["job_id"])
-    return json_response(
-        RunList(
-            job_id=row["job_id"],
-            runs=[
-                RunView(
-                    attempt=r["attempt"],
-                    status=r["status"],
-                    requested_at=r["requested_at"],
-                    started_at=r["started_at"],
-                    finished_at=r["finished_at"],
-                    requested_by=r["requested_by"],
-                    options=msgspec.Raw(r["options"].encode()),
-                    result=raw(r["result"]),
-                    error=raw(r["error"]),
-                )
-                for r in runs
-            ],
-        )
-    )
+    runs = await jobs_store.list_runs(request.app[appkeys.POOL], row.job_id)
+    return json_response(RunList(job_id=row.job_id, runs=runs))
 
 
 def _wants_csv(request: web.Request) -> bool:
@@ -320,9 +309,7 @@ async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
     out = csv.writer(buf, lineterminator="\r\n")
     out.writerow(["line", "column", "code", "message", "raw"])
     async for rows in rejections.stream_errors(pool, job_id, attempt):
-        out.writerows(
-            (r["line"], r["column_name"] or "", r["code"], r["message"], r["raw"]) for r in rows
-        )
+        out.writerows((r.line, r.column or "", r.code, r.message, r.raw) for r in rows)
         await resp.write(buf.getvalue().encode())
         buf.seek(0)
         buf.truncate()
@@ -335,33 +322,21 @@ async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
 async def job_errors(request: web.Request) -> web.StreamResponse:
     row = await _load(request, request.match_info["job_id"])
     if _wants_csv(request):
-        return await _csv_report(request, row["job_id"])
+        return await _csv_report(request, row.job_id)
     limit = query_int(request, "limit", 100, 1, 1000)
     pool = request.app[appkeys.POOL]
     if request.query.get("cursor"):
         attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
         after = (line, ordinal)
     else:
-        attempt, after = await rejections.latest_errors_attempt(pool, row["job_id"]), (0, 0)
-    rows = await rejections.list_errors(pool, row["job_id"], attempt, after, limit + 1)
+        attempt, after = await rejections.latest_errors_attempt(pool, row.job_id), (0, 0)
+    rows = await rejections.list_errors(pool, row.job_id, attempt, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor([attempt, rows[-1]["line"], rows[-1]["ordinal"]])
+        ordinal, last = rows[-1]
+        next_cursor = encode_cursor([attempt, last.line, ordinal])
+    errors = [e for _, e in rows]
     return json_response(
-        ErrorList(
-            job_id=row["job_id"],
-            attempt=attempt,
-            next_cursor=next_cursor,
-            errors=[
-                RowError(
-                    line=r["line"],
-                    column=r["column_name"],
-                    code=r["code"],
-                    message=r["message"],
-                    raw=r["raw"],
-                )
-                for r in rows
-            ],
-        )
+        ErrorList(job_id=row.job_id, attempt=attempt, next_cursor=next_cursor, errors=errors)
     )

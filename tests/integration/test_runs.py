@@ -9,6 +9,7 @@ import pytest
 from consumer import etl
 from service.core.contracts import RunRequest, ValidationResult
 from service.core.store import lifecycle
+from service.core.store.runs import ClaimOutcome
 from tests.conftest import wait_for
 from tests.integration.conftest import run_and_wait, upload_feed
 from tests.integration.feeds import generate
@@ -205,7 +206,7 @@ async def test_a_cancel_asked_before_the_commit_wins_over_the_completion(client,
     jv = ids["validation_job_id"]
     async with db.acquire() as conn:
         outcome, run = await lifecycle.claim(conn, RunRequest(job_id=jv), lease_seconds=30)
-    assert outcome is lifecycle.ClaimOutcome.CLAIMED and run is not None
+    assert outcome is ClaimOutcome.CLAIMED and run is not None
     resp = await client.post(f"/jobs/{jv}/cancel", headers=acme)
     assert resp.status == 202
     result = ValidationResult(

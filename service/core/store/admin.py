@@ -10,8 +10,9 @@ import msgspec
 
 async def jobs(
     conn: asyncpg.Connection, tenant: str | None, statuses: list[str] | None, limit: int
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+) -> list[dict[str, Any]]:
+    """Jobs across tenants, newest first, as JSON lines print them."""
+    rows = await conn.fetch(
         "SELECT j.id AS job_id, t.name AS tenant, j.feed_id, j.job_type, j.status, j.attempt,"
         " j.losses, j.interruptions, rfc3339(j.updated_at) AS updated_at, j.message"
         " FROM jobs j JOIN tenants t ON t.id = j.tenant_id"
@@ -21,7 +22,7 @@ async def jobs(
         statuses,
         limit,
     )
-    return rows
+    return [dict(r) for r in rows]
 
 
 async def job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
@@ -56,14 +57,15 @@ async def job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in out.items()}
 
 
-async def keys(conn: asyncpg.Connection, tenant: str | None) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+async def keys(conn: asyncpg.Connection, tenant: str | None) -> list[dict[str, Any]]:
+    """API keys (never their secrets) with their tenant, as JSON lines print them."""
+    rows = await conn.fetch(
         "SELECT k.id AS key_id, t.name AS tenant, rfc3339(k.created_at) AS created_at,"
         " rfc3339(k.revoked_at) AS revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         " WHERE $1::text IS NULL OR t.name = $1 ORDER BY k.id",
         tenant,
     )
-    return rows
+    return [dict(r) for r in rows]
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:

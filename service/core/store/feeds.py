@@ -8,8 +8,12 @@ from typing import Literal
 import asyncpg
 
 from service.core import ids
+from service.core.contracts import FeedSummary, FeedView
 from service.core.store import lifecycle
-from service.core.store.rows import FeedRow, one
+from service.core.store.rows import FeedRow, columns, one
+
+_SUMMARY = FeedSummary.__struct_fields__
+FEED_ROW = columns(FeedRow)
 
 # How a feed's first submission starts: an upload is received (running), a registered
 # object is there (completed), a watched prefix waits for its first object (created).
@@ -44,9 +48,10 @@ async def list_feeds(
     limit: int,
     newest_first: bool = True,
     with_total: bool = False,
-) -> tuple[list[asyncpg.Record], int | None]:
+) -> tuple[list[tuple[FeedSummary, datetime]], int | None]:
     """A page of a tenant's feeds in creation order, and, if asked, how many match in all.
-    No product counts: a count per feed is a scan of its products."""
+    No product counts: a count per feed is a scan of its products. Each feed comes with its
+    creation time at full precision (the next page's cursor)."""
     total: int | None = None
     if with_total:
         total = await db.fetchval(
@@ -54,7 +59,7 @@ async def list_feeds(
         )
     order, after = ("DESC", "<") if newest_first else ("ASC", ">")
     after_ts, after_id = cursor if cursor else (None, "")
-    rows: list[asyncpg.Record] = await db.fetch(
+    rows = await db.fetch(
         f"SELECT {FEED_LIST_COLUMNS} FROM feeds f WHERE {FEED_FILTER}"
         f" AND ($3::timestamptz IS NULL OR (f.created_at, f.id) {after} ($3, $4))"
         f" ORDER BY f.created_at {order}, f.id {order} LIMIT $5",
@@ -64,7 +69,7 @@ async def list_feeds(
         after_id,
         limit,
     )
-    return rows, total
+    return [(FeedSummary(**{k: r[k] for k in _SUMMARY}), r["created_ts"]) for r in rows], total
 
 
 async def next_number(conn: asyncpg.Connection) -> int:
@@ -135,8 +140,9 @@ async def new_submission(conn: asyncpg.Connection, tenant_id: int, feed_id: str)
 
 async def get_feed(
     conn: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id)
+) -> FeedView | None:
+    """The tenant's feed as the API shows it (without its schedule: ``schedules.get``)."""
+    return one(FeedView, await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id))
 
 
 async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int) -> bool:
@@ -147,7 +153,7 @@ async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: 
 
 
 async def get_feed_row(conn: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> FeedRow | None:
-    return one(FeedRow, await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", feed_id))
+    return one(FeedRow, await conn.fetchrow(f"SELECT {FEED_ROW} FROM feeds WHERE id = $1", feed_id))
 
 
 async def lock_feed_row(
@@ -155,7 +161,8 @@ async def lock_feed_row(
 ) -> FeedRow | None:
     """The feed (the tenant's, if one is named), locked until the transaction ends."""
     row = await conn.fetchrow(
-        "SELECT * FROM feeds WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
+        f"SELECT {FEED_ROW} FROM feeds"
+        " WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
         feed_id,
         tenant_id,
     )

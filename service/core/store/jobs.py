@@ -9,9 +9,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
+import msgspec
 
-from service.core.contracts import EffectiveOptions, Mode, RunOptions
-from service.core.store.rows import JobRow, columns, one
+from service.core.contracts import (
+    EffectiveOptions,
+    JobStatus,
+    JobType,
+    Mode,
+    RunOptions,
+    RunView,
+)
+from service.core.store.rows import JobRow, columns, many, one, raw
 
 JOB_COLUMNS = """
     j.id AS job_id, j.feed_id, j.job_type, j.status, rfc3339(j.created_at) AS created_at,
@@ -24,10 +32,37 @@ JOB_COLUMNS = """
 GET_JOB_SQL = f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1 AND j.tenant_id = $2"
 
 
+class JobRecord(msgspec.Struct, frozen=True):
+    """A job as the API shows it (``JOB_COLUMNS``): times as RFC 3339 text, JSON as text."""
+
+    job_id: str
+    feed_id: str
+    job_type: JobType
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempt: int
+    message: str | None
+    progress: str | None
+    retry_after: int | None
+    result: str | None
+    error: str | None
+    version: int
+
+
+class JobPageRecord(JobRecord, frozen=True):
+    """A job of a listing, with its place in the order (for the next page's cursor)."""
+
+    created_ts: datetime
+    seq: int
+
+
 async def get_job(
     db: asyncpg.Pool | asyncpg.Connection, job_id: str, tenant_id: int
-) -> asyncpg.Record | None:
-    return await db.fetchrow(GET_JOB_SQL, job_id, tenant_id)
+) -> JobRecord | None:
+    return one(JobRecord, await db.fetchrow(GET_JOB_SQL, job_id, tenant_id))
 
 
 async def list_jobs(
@@ -43,7 +78,7 @@ async def list_jobs(
     limit: int,
     newest_first: bool = True,
     with_total: bool = False,
-) -> tuple[list[asyncpg.Record], int | None]:
+) -> tuple[list[JobPageRecord], int | None]:
     """A page of the tenant's jobs in creation order (newest first unless asked), and, if
     asked, how many match the filters in all."""
     where = ["j.tenant_id = $1"]
@@ -75,8 +110,7 @@ async def list_jobs(
         f" WHERE {' AND '.join(where)}"
         f" ORDER BY j.created_at {order}, j.seq {order}, j.id {order} LIMIT {arg(limit)}"
     )
-    rows: list[asyncpg.Record] = await db.fetch(sql, *args)
-    return rows, total
+    return many(JobPageRecord, await db.fetch(sql, *args)), total
 
 
 class FeedDefaults(Protocol):
@@ -132,12 +166,21 @@ async def run_request_id(conn: asyncpg.Connection, job_id: str, attempt: int) ->
     return request_id
 
 
-async def list_runs(db: asyncpg.Pool, job_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await db.fetch(
+async def list_runs(db: asyncpg.Pool, job_id: str) -> list[RunView]:
+    """The job's runs, newest first."""
+    rows = await db.fetch(
         "SELECT attempt, status, rfc3339(requested_at) AS requested_at,"
         " rfc3339(started_at) AS started_at, rfc3339(finished_at) AS finished_at, requested_by,"
         " options::text AS options, result::text AS result, error::text AS error"
         " FROM job_runs WHERE job_id = $1 ORDER BY attempt DESC",
         job_id,
     )
-    return rows
+    return [
+        RunView(
+            **{k: v for k, v in r.items() if k not in ("options", "result", "error")},
+            options=msgspec.Raw(r["options"].encode()),
+            result=raw(r["result"]),
+            error=raw(r["error"]),
+        )
+        for r in rows
+    ]

@@ -1,26 +1,15 @@
-"""The job lifecycle: every change of ``jobs.status`` is one function of this module, and
-no other module writes that column (``tests/unit/test_layout.py`` holds it to that).
+"""The job lifecycle: each change of ``jobs.status`` is one function here, and no other
+module writes that column (``tests/unit/test_layout.py`` checks it). The transitions, with
+the function of each, are the table "Job states" of docs/operations.md, which
+``test_job_states.py`` drives path by path and ``test_layout.py`` holds to these names.
 
-    create    (new) → created | running | completed        create_job
-    submit    running → completed | failed                   end_submission
-    queue     created | completed | failed | cancelled → queued        queue_run(s)
-    cancel    queued → cancelled; running → cancel asked    cancel
-    claim     queued (or idle, for an upstream request) → running       claim
-    renew     running (lease), progress                      renew_lease, write_progress
-    complete  running → completed (unless a cancel was asked)           complete
-    fail      running → failed                               fail
-    cancelled running → cancelled                            cancelled
-    release   running → queued | failed (shutdown, interruption)       release
-    expire    running, lease run out → queued | failed      expire
-
-The table of docs/operations.md ("Job states") is what these do; test_job_states.py drives
-every path and compares. Every write to a running job is fenced by its attempt: a consumer
-that lost its lease (its run re-queued as attempt + 1) can no longer change the job.
+Writes to a running job are fenced by its attempt: a consumer that lost its lease (its run
+re-queued as attempt + 1) can no longer change the job. ``renew_lease``, ``write_progress``
+and ``lease`` keep a running job running and tell its consumer whether it still holds it.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Literal
 
 import asyncpg
@@ -29,60 +18,20 @@ import msgspec
 from service.core.contracts import EffectiveOptions, JobError, RunRequest, encode
 from service.core.store import jobs as jobs_store
 from service.core.store import outbox
-from service.core.store.rows import FeedRow, JobRow, one
-
-# What queueing a run costs the run request's retry budget (see queue_runs).
-Spend = Literal["new_request", "loss", "interruption", "nothing"]
-ReleaseReason = Literal["shutdown", "interrupted"]
-Released = Literal["requeued", "failed", "gone"]
+from service.core.store.rows import FeedRow, JobRow, columns, one
+from service.core.store.runs import (
+    ClaimedRun,
+    ClaimOutcome,
+    Lease,
+    Released,
+    ReleaseReason,
+    RunKey,
+    RunToQueue,
+    Spend,
+)
 
 CANCELLED_BEFORE_START = JobError("CANCELLED", "Cancelled before it started")
 CANCELLED_WHILE_RUNNING = JobError("CANCELLED", "Cancelled while running; nothing was written")
-
-
-class ClaimOutcome(enum.Enum):
-    CLAIMED = "claimed"
-    UNKNOWN = "unknown"  # no such job or feed: dead-letter
-    NOT_RUNNABLE = "not_runnable"  # a submission job: dead-letter
-    NOT_READY = "not_ready"  # the feed has no stored file: dead-letter
-    ALREADY_ACTIVE = "already_active"  # running (or queued for another message): no-op
-    STALE = "stale"  # names an attempt that is not the queued one: no-op
-
-
-class Lease(enum.Enum):
-    """What a running job's consumer learns when it renews its lease or writes progress."""
-
-    HELD = "held"  # still ours, carry on
-    CANCEL_ASKED = "cancel_asked"  # still ours, but a client asked to cancel
-    LOST = "lost"  # no longer ours (re-queued or ended by someone else): stop, write nothing
-
-
-class RunKey(msgspec.Struct, kw_only=True):
-    """One run: the job and its attempt (the fencing token)."""
-
-    job_id: str
-    attempt: int
-
-
-class ClaimedRun(RunKey, kw_only=True):
-    feed_id: str
-    options: EffectiveOptions
-    request_id: str | None
-    feed: FeedRow
-    phases: dict[str, int] = {}  # milliseconds since the run started, at the end of each phase
-    stats: dict[str, Any] = {}  # how the load went: its path, fast-path rows, known rows
-
-
-class RunToQueue(msgspec.Struct, frozen=True):
-    """One run to queue: a (locked) validation job's id and current attempt, and the run's
-    options, origin and what it costs the retry budget."""
-
-    job_id: str
-    attempt: int
-    options: EffectiveOptions
-    requested_by: str
-    request_id: str | None
-    spend: Spend = "new_request"
 
 
 def _json(value: Any) -> str | None:
@@ -110,22 +59,8 @@ async def create_job(
     result: str | None = None,
     message: str | None = None,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO jobs (id, seq, tenant_id, feed_id, job_type, status, result, message,"
-        " attempt, started_at, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8,"
-        "  CASE WHEN $5 = 'submission' THEN 1 ELSE 0 END,"
-        "  CASE WHEN $6 IN ('running', 'completed') THEN now() END,"
-        "  CASE WHEN $6 = 'completed' THEN now() END)",
-        job_id,
-        number,
-        tenant_id,
-        feed_id,
-        job_type,
-        status,
-        result,
-        message,
-    )
+    args = (job_id, number, tenant_id, feed_id, job_type, status, result, message)
+    await conn.execute(_CREATE, *args)
 
 
 async def end_submission(
@@ -137,15 +72,7 @@ async def end_submission(
     message: str,
 ) -> None:
     """A submission ends: completed with its result, or failed with its error."""
-    await db.execute(
-        "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
-        " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
-        " WHERE id = $1",
-        js_id,
-        result,
-        _json(error),
-        message,
-    )
+    await db.execute(_END_SUBMISSION, js_id, result, _json(error), message)
 
 
 # -- queue and cancel --------------------------------------------------------------------
@@ -181,33 +108,9 @@ async def queue_runs(
     attempts = [r.attempt + 1 for r in runs]
     ids = [r.job_id for r in runs]
     options = [encode(r.options).decode() for r in runs]
-    await conn.execute(
-        "UPDATE jobs j SET status = 'queued', attempt = u.attempt, options = u.options::json,"
-        " queued_at = now(), published_at = NULL, started_at = NULL, finished_at = NULL,"
-        " result = NULL, error = NULL, progress = NULL, retry_after = 2, lease_until = NULL,"
-        " cancel_requested = false, message = 'Queued',"
-        " losses = CASE u.spend WHEN 'new_request' THEN 0 WHEN 'loss' THEN j.losses + 1"
-        "   ELSE j.losses END,"
-        " interruptions = CASE u.spend WHEN 'new_request' THEN 0"
-        "   WHEN 'interruption' THEN j.interruptions + 1 ELSE j.interruptions END"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])"
-        "   AS u(id, attempt, options, spend) WHERE j.id = u.id",
-        ids,
-        attempts,
-        options,
-        [r.spend for r in runs],
-    )
-    await conn.execute(
-        "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
-        " SELECT u.id, u.attempt, 'queued', u.requested_by, u.request_id, u.options::json"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])"
-        "   AS u(id, attempt, requested_by, request_id, options)",
-        ids,
-        attempts,
-        [r.requested_by for r in runs],
-        [r.request_id for r in runs],
-        options,
-    )
+    await conn.execute(_QUEUE, ids, attempts, options, [r.spend for r in runs])
+    by, request_ids = [r.requested_by for r in runs], [r.request_id for r in runs]
+    await conn.execute(_QUEUE_RUNS, ids, attempts, by, request_ids, options)
     if publish:
         await outbox.add_run_requests(
             conn, [(r.job_id, a, r.request_id) for r, a in zip(runs, attempts, strict=True)]
@@ -218,18 +121,8 @@ async def queue_runs(
 async def cancel(conn: asyncpg.Connection, job: JobRow) -> None:
     """Cancel a locked job: queued → cancelled at once; running → flagged for the consumer."""
     if job.status == "queued":
-        await conn.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = now(), message = 'Cancelled',"
-            " error = $2::json WHERE id = $1",
-            job.id,
-            _json(CANCELLED_BEFORE_START),
-        )
-        await conn.execute(
-            "UPDATE job_runs SET status = 'cancelled', finished_at = now() WHERE job_id = $1"
-            " AND attempt = $2",
-            job.id,
-            job.attempt,
-        )
+        await conn.execute(_CANCEL, job.id, _json(CANCELLED_BEFORE_START))
+        await conn.execute(_CANCEL_RUN, job.id, job.attempt)
     else:
         await conn.execute(
             "UPDATE jobs SET cancel_requested = true, message = 'Cancelling' WHERE id = $1", job.id
@@ -251,7 +144,7 @@ async def claim(
             return ClaimOutcome.UNKNOWN, None
         if job.job_type != "validation":
             return ClaimOutcome.NOT_RUNNABLE, None
-        feed = one(FeedRow, await conn.fetchrow("SELECT * FROM feeds WHERE id = $1", job.feed_id))
+        feed = one(FeedRow, await conn.fetchrow(_FEED, job.feed_id))
         assert feed is not None
         if job.status == "running":
             return ClaimOutcome.ALREADY_ACTIVE, None
@@ -271,22 +164,10 @@ async def claim(
                 conn, job, options, requested_by="amqp", request_id=req.request_id, publish=False
             )
             request_id = req.request_id
-        await conn.execute(
-            "UPDATE jobs SET status = 'running', started_at = now(), message = 'Starting',"
-            " lease_until = now() + make_interval(secs => $2) WHERE id = $1",
-            job.id,
-            lease_seconds,
-        )
-        await conn.execute(
-            "UPDATE job_runs SET status = 'running', started_at = now()"
-            " WHERE job_id = $1 AND attempt = $2",
-            job.id,
-            attempt,
-        )
+        await conn.execute(_CLAIM, job.id, lease_seconds)
+        await conn.execute(_CLAIM_RUN, job.id, attempt)
         # Rejections are kept for the latest run only.
-        await conn.execute(
-            "DELETE FROM job_errors WHERE job_id = $1 AND attempt < $2", job.id, attempt
-        )
+        await conn.execute(_FORGET_REJECTIONS, job.id, attempt)
     return ClaimOutcome.CLAIMED, ClaimedRun(
         job_id=job.id,
         feed_id=job.feed_id,
@@ -306,14 +187,7 @@ def _lease(row: asyncpg.Record | None) -> Lease:
 async def renew_lease(
     db: asyncpg.Pool | asyncpg.Connection, run: RunKey, lease_seconds: int
 ) -> Lease:
-    row = await db.fetchrow(
-        "UPDATE jobs SET lease_until = now() + make_interval(secs => $3)"
-        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
-        run.job_id,
-        run.attempt,
-        lease_seconds,
-    )
-    return _lease(row)
+    return _lease(await db.fetchrow(_RENEW, run.job_id, run.attempt, lease_seconds))
 
 
 async def write_progress(
@@ -323,26 +197,13 @@ async def write_progress(
     message: str,
     retry_after: int,
 ) -> Lease:
-    row = await db.fetchrow(
-        "UPDATE jobs SET progress = $3::json, message = $4, retry_after = $5"
-        " WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
-        run.job_id,
-        run.attempt,
-        _json(progress),
-        message,
-        retry_after,
-    )
-    return _lease(row)
+    args = (run.job_id, run.attempt, _json(progress), message, retry_after)
+    return _lease(await db.fetchrow(_PROGRESS, *args))
 
 
 async def lease(db: asyncpg.Pool | asyncpg.Connection, run: RunKey) -> Lease:
     """The run's lease as it stands, without renewing it."""
-    row = await db.fetchrow(
-        "SELECT cancel_requested FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'running'",
-        run.job_id,
-        run.attempt,
-    )
-    return _lease(row)
+    return _lease(await db.fetchrow(_LEASE, run.job_id, run.attempt))
 
 
 async def _end(
@@ -359,33 +220,12 @@ async def _end(
     """End a running job (fenced) and its run record; False if it was no longer ours, or,
     with ``unless_cancelled``, if a cancel was asked meanwhile."""
     result_json, error_json = _json(result), _json(error)
-    fence = " AND NOT cancel_requested" if unless_cancelled else ""
-    row = await db.fetchrow(
-        "UPDATE jobs SET status = $3, message = $4, result = $5::json, error = $6::json,"
-        " finished_at = statement_timestamp(), lease_until = NULL, progress = NULL,"
-        " retry_after = NULL, cancel_requested = false"
-        f" WHERE id = $1 AND attempt = $2 AND status = 'running'{fence} RETURNING id",
-        run.job_id,
-        run.attempt,
-        status,
-        message,
-        result_json,
-        error_json,
-    )
-    if row is None:
+    key = (run.job_id, run.attempt, status)
+    end = _END_UNLESS_CANCELLED if unless_cancelled else _END
+    if await db.fetchrow(end, *key, message, result_json, error_json) is None:
         return False
     etag, size = file if file else (None, None)
-    await db.execute(
-        "UPDATE job_runs SET status = $3, finished_at = statement_timestamp(), result = $4::json,"
-        " error = $5::json, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2",
-        run.job_id,
-        run.attempt,
-        status,
-        result_json,
-        error_json,
-        etag,
-        size,
-    )
+    await db.execute(_END_RUN, *key, result_json, error_json, etag, size)
     return True
 
 
@@ -417,13 +257,7 @@ async def cancelled(db: asyncpg.Connection | asyncpg.Pool, run: RunKey) -> bool:
 
 async def _end_run_record(conn: asyncpg.Connection, run: RunKey, error: JobError) -> None:
     """End one run's record (``/runs``) as failed while the job itself goes on."""
-    await conn.execute(
-        "UPDATE job_runs SET status = 'failed', finished_at = statement_timestamp(),"
-        " error = $3::json WHERE job_id = $1 AND attempt = $2",
-        run.job_id,
-        run.attempt,
-        _json(error),
-    )
+    await conn.execute(_FAIL_RUN, run.job_id, run.attempt, _json(error))
 
 
 async def release(
@@ -477,3 +311,84 @@ async def expire(conn: asyncpg.Connection, job: JobRow, *, max_attempts: int) ->
     details = {"losses": losses, "attempt": run.attempt}
     await fail(conn, run, JobError("WORKER_LOST", message, details))
     return "failed", run.attempt
+
+
+# -- the statements -------------------------------------------------------------------------
+
+_CREATE = (
+    "INSERT INTO jobs (id, seq, tenant_id, feed_id, job_type, status, result, message,"
+    " attempt, started_at, finished_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8,"
+    "  CASE WHEN $5 = 'submission' THEN 1 ELSE 0 END,"
+    "  CASE WHEN $6 IN ('running', 'completed') THEN now() END,"
+    "  CASE WHEN $6 = 'completed' THEN now() END)"
+)
+_END_SUBMISSION = (
+    "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
+    " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
+    " WHERE id = $1"
+)
+# A new attempt: the terminal columns reset, the retry budget spent as ``spend`` says.
+_QUEUE = (
+    "UPDATE jobs j SET status = 'queued', attempt = u.attempt, options = u.options::json,"
+    " queued_at = now(), published_at = NULL, started_at = NULL, finished_at = NULL,"
+    " result = NULL, error = NULL, progress = NULL, retry_after = 2, lease_until = NULL,"
+    " cancel_requested = false, message = 'Queued',"
+    " losses = CASE u.spend WHEN 'new_request' THEN 0 WHEN 'loss' THEN j.losses + 1"
+    "   ELSE j.losses END,"
+    " interruptions = CASE u.spend WHEN 'new_request' THEN 0"
+    "   WHEN 'interruption' THEN j.interruptions + 1 ELSE j.interruptions END"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])"
+    "   AS u(id, attempt, options, spend) WHERE j.id = u.id"
+)
+_QUEUE_RUNS = (
+    "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
+    " SELECT u.id, u.attempt, 'queued', u.requested_by, u.request_id, u.options::json"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])"
+    "   AS u(id, attempt, requested_by, request_id, options)"
+)
+_CANCEL = (
+    "UPDATE jobs SET status = 'cancelled', finished_at = now(), message = 'Cancelled',"
+    " error = $2::json WHERE id = $1"
+)
+_CANCEL_RUN = (
+    "UPDATE job_runs SET status = 'cancelled', finished_at = now()"
+    " WHERE job_id = $1 AND attempt = $2"
+)
+_FEED = f"SELECT {columns(FeedRow)} FROM feeds WHERE id = $1"
+_CLAIM = (
+    "UPDATE jobs SET status = 'running', started_at = now(), message = 'Starting',"
+    " lease_until = now() + make_interval(secs => $2) WHERE id = $1"
+)
+_CLAIM_RUN = (
+    "UPDATE job_runs SET status = 'running', started_at = now() WHERE job_id = $1 AND attempt = $2"
+)
+_FORGET_REJECTIONS = "DELETE FROM job_errors WHERE job_id = $1 AND attempt < $2"
+# Writes to a running job are fenced by its attempt; each answers whether a cancel was asked.
+_OURS = " WHERE id = $1 AND attempt = $2 AND status = 'running'"
+_RENEW = (
+    "UPDATE jobs SET lease_until = now() + make_interval(secs => $3)"
+    + _OURS
+    + " RETURNING cancel_requested"
+)
+_PROGRESS = (
+    "UPDATE jobs SET progress = $3::json, message = $4, retry_after = $5"
+    + _OURS
+    + " RETURNING cancel_requested"
+)
+_LEASE = "SELECT cancel_requested FROM jobs" + _OURS
+_END = (
+    "UPDATE jobs SET status = $3, message = $4, result = $5::json, error = $6::json,"
+    " finished_at = statement_timestamp(), lease_until = NULL, progress = NULL,"
+    " retry_after = NULL, cancel_requested = false" + _OURS
+)
+_END_UNLESS_CANCELLED = _END + " AND NOT cancel_requested RETURNING id"
+_END += " RETURNING id"
+_END_RUN = (
+    "UPDATE job_runs SET status = $3, finished_at = statement_timestamp(), result = $4::json,"
+    " error = $5::json, file_etag = $6, file_size = $7 WHERE job_id = $1 AND attempt = $2"
+)
+_FAIL_RUN = (
+    "UPDATE job_runs SET status = 'failed', finished_at = statement_timestamp(),"
+    " error = $3::json WHERE job_id = $1 AND attempt = $2"
+)

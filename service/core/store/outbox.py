@@ -49,13 +49,11 @@ async def add_run_requests(
     conn: asyncpg.Connection, requests: list[tuple[str, int, str | None]]
 ) -> None:
     """Run requests into the outbox, one statement: (job id, attempt, request id) each."""
+    ids = [f"{job}.{attempt}.{uuid.uuid4().hex[:8]}" for job, attempt, _ in requests]
+    bodies = [encode(RunRequest(job_id=j, attempt=a, request_id=r)) for j, a, r in requests]
     await conn.execute(
-        "INSERT INTO outbox (exchange, routing_key, message_id, body)"
-        " SELECT 'jobs', 'run', u.message_id, u.body FROM unnest($1::text[], $2::bytea[])"
-        "   AS u(message_id, body)",
-        [f"{job_id}.{attempt}.{uuid.uuid4().hex[:8]}" for job_id, attempt, _ in requests],
-        [
-            encode(RunRequest(job_id=job_id, attempt=attempt, request_id=request_id))
-            for job_id, attempt, request_id in requests
-        ],
+        "INSERT INTO outbox (exchange, routing_key, message_id, body) SELECT 'jobs', 'run',"
+        " u.message_id, u.body FROM unnest($1::text[], $2::bytea[]) AS u(message_id, body)",
+        ids,
+        bodies,
     )

@@ -9,11 +9,13 @@ one declaration of the product row (``service.core.product``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
+from decimal import Decimal
 
 import asyncpg
 import msgspec
 
 from service.core.product import COLUMN_LIST, DIRECT_COLUMNS, STAGE_COLUMNS, UPDATE_SET, stage_ddl
+from service.core.store.rows import many
 
 
 class MergeCounts(msgspec.Struct):
@@ -81,7 +83,18 @@ async def drop_stage(conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
 
 
-async def duplicates(conn: asyncpg.Connection, table: str) -> list[asyncpg.Record]:
+class Duplicate(msgspec.Struct, frozen=True):
+    """A later occurrence of a sku: its line, the first line, and its cleaned values."""
+
+    line: int
+    sku: str
+    first_line: int
+    name: str
+    price: Decimal
+    currency: str
+
+
+async def duplicates(conn: asyncpg.Connection, table: str) -> list[Duplicate]:
     """Later occurrences of a sku (the first one wins), in file order, removed from staging.
     Only the staged path needs this: a recognising worker rejects duplicates itself."""
     await conn.execute(f"ANALYZE {ident(table)} (sku)")
@@ -90,14 +103,14 @@ async def duplicates(conn: asyncpg.Connection, table: str) -> list[asyncpg.Recor
     if not repeated:
         return []
     t = ident(table)
-    rows: list[asyncpg.Record] = await conn.fetch(
+    rows = await conn.fetch(
         f"WITH ranked AS (SELECT line, sku, min(line) OVER (PARTITION BY sku) AS first_line"
         f"  FROM {t} WHERE sku = ANY($1::text[]))"
         f" DELETE FROM {t} t USING ranked r WHERE t.line = r.line AND r.line > r.first_line"
         f" RETURNING t.line, t.sku, r.first_line, t.name, t.price, t.currency",
         [r["sku"] for r in repeated],
     )
-    return sorted(rows, key=lambda r: r["line"])
+    return sorted(many(Duplicate, rows), key=lambda d: d.line)
 
 
 async def merge(

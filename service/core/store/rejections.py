@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from service.core.contracts import RowError
+
 COLUMNS = ["job_id", "attempt", "ordinal", "line", "column_name", "code", "message", "raw"]
 
 
@@ -17,11 +19,16 @@ async def add(db: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
         await conn.copy_records_to_table("job_errors", records=rows, columns=COLUMNS)
 
 
+def _row_error(r: asyncpg.Record) -> RowError:
+    return RowError(r["line"], r["column_name"], r["code"], r["message"], r["raw"])
+
+
 async def list_errors(
     db: asyncpg.Pool, job_id: str, attempt: int, after: tuple[int, int], limit: int
-) -> list[asyncpg.Record]:
-    """Rejections in file order (by line), after the (line, ordinal) ``after``."""
-    rows: list[asyncpg.Record] = await db.fetch(
+) -> list[tuple[int, RowError]]:
+    """Rejections in file order (by line), after the (line, ordinal) ``after``: each with
+    its ordinal (a page's cursor is its last (line, ordinal))."""
+    rows = await db.fetch(
         "SELECT ordinal, line, column_name, code, message, raw FROM job_errors"
         " WHERE job_id = $1 AND attempt = $2 AND (line, ordinal) > ($3, $4)"
         " ORDER BY line, ordinal LIMIT $5",
@@ -31,12 +38,12 @@ async def list_errors(
         after[1],
         limit,
     )
-    return rows
+    return [(r["ordinal"], _row_error(r)) for r in rows]
 
 
 async def stream_errors(
     db: asyncpg.Pool, job_id: str, attempt: int, batch: int = 2000
-) -> AsyncIterator[list[asyncpg.Record]]:
+) -> AsyncIterator[list[RowError]]:
     """Every rejection of one run in file order, ``batch`` rows at a time, from a
     server-side cursor: memory holds one batch, whatever the number of rows."""
     async with db.acquire() as conn, conn.transaction():
@@ -47,7 +54,7 @@ async def stream_errors(
             attempt,
         )
         while rows := await cursor.fetch(batch):
-            yield rows
+            yield [_row_error(r) for r in rows]
 
 
 async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:

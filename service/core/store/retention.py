@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import msgspec
+
+from service.core.store.rows import many
 
 
 async def delete_old_rejections(conn: asyncpg.Connection, before: datetime, batch: int) -> int:
@@ -37,10 +40,15 @@ async def delete_old_runs(conn: asyncpg.Connection, before: datetime, batch: int
     return int(status.split()[-1])
 
 
-async def surplus_files(conn: asyncpg.Connection, keep: int, batch: int) -> list[asyncpg.Record]:
+class SurplusFile(msgspec.Struct, frozen=True):
+    job_id: str  # the submission that stored it
+    s3_uri: str
+
+
+async def surplus_files(conn: asyncpg.Connection, keep: int, batch: int) -> list[SurplusFile]:
     """Uploaded file versions beyond the newest ``keep`` of their feed (never the feed's
-    current one) whose objects are still there: (job id, s3_uri)."""
-    rows: list[asyncpg.Record] = await conn.fetch(
+    current one) whose objects are still there."""
+    rows = await conn.fetch(
         "SELECT job_id, s3_uri FROM ("
         "  SELECT j.id AS job_id, j.result->>'s3_uri' AS s3_uri, j.file_purged_at,"
         "    f.submission_job_id,"
@@ -52,7 +60,7 @@ async def surplus_files(conn: asyncpg.Connection, keep: int, batch: int) -> list
         keep,
         batch,
     )
-    return rows
+    return many(SurplusFile, rows)
 
 
 async def mark_purged(conn: asyncpg.Connection, job_id: str) -> None:

@@ -27,6 +27,11 @@ def many(cls: type[R], records: Iterable[asyncpg.Record]) -> list[R]:
     return [cls(**r) for r in records]
 
 
+def raw(text: str | None) -> msgspec.Raw | None:
+    """A JSON column read as text, passed on to a response as it is."""
+    return None if text is None else msgspec.Raw(text.encode())
+
+
 def columns(cls: type[msgspec.Struct], alias: str = "") -> str:
     """The select list of a row struct: ``a.x, a.y, ...``."""
     prefix = f"{alias}." if alias else ""
@@ -66,3 +71,15 @@ class FeedRow(msgspec.Struct, frozen=True):
     status: str
     watch: str | None
     run_pending: bool
+
+
+class RunTarget(msgspec.Struct, frozen=True):
+    """What a run is queued from: a feed's run defaults and its (locked) validation job."""
+
+    feed_id: str
+    mode: Mode
+    delimiter: str
+    max_rejected_rows: int | None
+    id: str  # the validation job
+    attempt: int
+    status: str

@@ -1,15 +1,70 @@
-"""Reads about runs: the last completed one (file skip), and the sweeper's candidates.
+"""Runs: what one is (the types the lifecycle and the consumer pass around), the last
+completed one (file skip), and the sweeper's candidates.
 
 The runs' state changes are in ``lifecycle.py``.
 """
 
 from __future__ import annotations
 
+import enum
+from typing import Any, Literal
+
 import asyncpg
 import msgspec
 
+from service.core.contracts import EffectiveOptions
 from service.core.store import outbox
-from service.core.store.rows import JobRow, columns, many
+from service.core.store.rows import FeedRow, JobRow, columns, many
+
+# What queueing a run costs the run request's retry budget (see queue_runs).
+Spend = Literal["new_request", "loss", "interruption", "nothing"]
+ReleaseReason = Literal["shutdown", "interrupted"]
+Released = Literal["requeued", "failed", "gone"]
+
+
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"
+    UNKNOWN = "unknown"  # no such job or feed: dead-letter
+    NOT_RUNNABLE = "not_runnable"  # a submission job: dead-letter
+    NOT_READY = "not_ready"  # the feed has no stored file: dead-letter
+    ALREADY_ACTIVE = "already_active"  # running (or queued for another message): no-op
+    STALE = "stale"  # names an attempt that is not the queued one: no-op
+
+
+class Lease(enum.Enum):
+    """What a running job's consumer learns when it renews its lease or writes progress."""
+
+    HELD = "held"  # still ours, carry on
+    CANCEL_ASKED = "cancel_asked"  # still ours, but a client asked to cancel
+    LOST = "lost"  # no longer ours (re-queued or ended by someone else): stop, write nothing
+
+
+class RunKey(msgspec.Struct, kw_only=True):
+    """One run: the job and its attempt (the fencing token)."""
+
+    job_id: str
+    attempt: int
+
+
+class ClaimedRun(RunKey, kw_only=True):
+    feed_id: str
+    options: EffectiveOptions
+    request_id: str | None
+    feed: FeedRow
+    phases: dict[str, int] = {}  # milliseconds since the run started, at the end of each phase
+    stats: dict[str, Any] = {}  # how the load went: its path, fast-path rows, known rows
+
+
+class RunToQueue(msgspec.Struct, frozen=True):
+    """One run to queue: a (locked) validation job's id and current attempt, and the run's
+    options, origin and what it costs the retry budget."""
+
+    job_id: str
+    attempt: int
+    options: EffectiveOptions
+    requested_by: str
+    request_id: str | None
+    spend: Spend = "new_request"
 
 
 class CompletedRun(msgspec.Struct, frozen=True):

@@ -7,8 +7,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from service.core.contracts import Mode, RunOptions, ScheduleBody, encode
-from service.core.store.rows import many
+from service.core.contracts import RunOptions, ScheduleBody, ScheduleView, encode
+from service.core.store.rows import RunTarget, many
 
 VIEW_COLUMNS = (
     "cron, timezone, every_seconds, options::text AS options,"
@@ -45,28 +45,26 @@ async def delete(conn: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> bool:
     return bool(status.endswith(" 1"))
 
 
-async def get(db: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> asyncpg.Record | None:
-    return await db.fetchrow(
+async def get(db: asyncpg.Connection | asyncpg.Pool, feed_id: str) -> ScheduleView | None:
+    """The feed's schedule as the API shows it, if it has one."""
+    row = await db.fetchrow(
         f"SELECT {VIEW_COLUMNS} FROM feed_schedules WHERE feed_id = $1", feed_id
     )
+    if row is None:
+        return None
+    options = msgspec.json.decode(row["options"], type=RunOptions)
+    return ScheduleView(**{**row, "options": options})
 
 
-class DueSchedule(msgspec.Struct, frozen=True):
-    """A due schedule with its feed's run defaults and its validation job."""
+class DueSchedule(RunTarget, frozen=True):
+    """A due schedule, with its feed's run defaults and its validation job."""
 
-    feed_id: str
     cron: str | None
     timezone: str
     every_seconds: int | None
     options: str
     next_run_at: datetime
     feed_status: str
-    mode: Mode
-    delimiter: str
-    max_rejected_rows: int | None
-    id: str  # the validation job
-    attempt: int
-    status: str
 
 
 async def due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[DueSchedule]:

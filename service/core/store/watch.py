@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from service.core.contracts import Mode
-from service.core.store.rows import many
+from service.core.store.rows import RunTarget, many
 
 
 class Watcher(msgspec.Struct, frozen=True):
@@ -75,16 +74,8 @@ async def clear_run_pending(conn: asyncpg.Connection, feed_ids: list[str]) -> No
         )
 
 
-class PendingRun(msgspec.Struct, frozen=True):
-    """A feed whose newest version waits for a run, with its run defaults and its job."""
-
-    feed_id: str
-    mode: Mode
-    delimiter: str
-    max_rejected_rows: int | None
-    id: str  # the validation job
-    attempt: int
-    status: str
+class PendingRun(RunTarget, frozen=True):
+    """A feed whose newest version waits for a run (its job was busy when it came)."""
 
 
 async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[PendingRun]:
