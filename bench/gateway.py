@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import Row, report  # noqa: E402
 from bench.run import KEY, Stack, free_port, fresh_db, s3_endpoint  # noqa: E402
-from service import embedded_s3  # noqa: E402
+from service.cli import embedded_s3  # noqa: E402
 
 CONNECTIONS = 64
 

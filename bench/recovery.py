@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import report  # noqa: E402
 from bench.run import KEY, Stack, feed, fresh_db, s3_endpoint, upload  # noqa: E402
-from service import embedded_s3  # noqa: E402
+from service.cli import embedded_s3  # noqa: E402
 from service.core.settings import load_settings  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 

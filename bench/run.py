@@ -31,7 +31,7 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
 from bench.report import Row, report  # noqa: E402
-from service import embedded_s3  # noqa: E402
+from service.cli import embedded_s3  # noqa: E402
 from service.core.db import admin_url  # noqa: E402
 from service.core.settings import load_settings  # noqa: E402
 

@@ -107,3 +107,19 @@ def test_the_state_table_names_every_transition_function_and_only_those():
     }
     # Lease renewal and progress keep a running job running; they change no status.
     assert documented == public - {"renew_lease", "write_progress", "lease"}
+
+
+def test_every_import_of_the_benchmarks_resolves():
+    """bench/ is run by ``make bench`` only: an import a move broke would show there first."""
+    import importlib
+
+    for path in sorted(ROOT.glob("bench/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.split(".")[0] not in ("service", "consumer"):
+                    continue
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(
+                        f"{node.module}.{alias.name}"
+                    ), f"{path.name}: from {node.module} import {alias.name}"
