@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import aiohttp
 import asyncpg
@@ -32,6 +32,19 @@ from service.core.store import products as stage
 from service.core.store.runs import ClaimedRun, Lease
 
 log = get_logger(__name__)
+# What the run_completed line reports of the result, besides its timings.
+_LOGGED_COUNTS = (
+    "rows_read",
+    "rows_valid",
+    "rows_rejected",
+    "inserted",
+    "updated",
+    "unchanged",
+    "deleted",
+    "file_unchanged",
+)
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
+File: TypeAlias = tuple[str, int]  # the object read: (etag, size)
 
 # Faults of a dependency rather than of the run: PostgreSQL or S3 unreachable.
 INTERRUPTIONS: tuple[type[BaseException], ...] = (
@@ -77,16 +90,10 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
         raise
     except Exception as exc:
         return await _not_completed(deps.pool, run, exc, bound, ms_since(started))
+    counts = {name: getattr(result, name) for name in _LOGGED_COUNTS}
     bound.info(
         "run_completed",
-        rows_read=result.rows_read,
-        rows_valid=result.rows_valid,
-        rows_rejected=result.rows_rejected,
-        inserted=result.inserted,
-        updated=result.updated,
-        unchanged=result.unchanged,
-        deleted=result.deleted,
-        file_unchanged=result.file_unchanged,
+        **counts,
         file_etag=etag,
         file_size=size,
         duration_ms=result.duration_ms,
@@ -164,7 +171,7 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
         )
         if not run.options.dry_run:
             await stage.mark_loaded(conn, run.feed_id)
-        await _complete(conn, run, result, info.etag, info.size)
+        await _complete(conn, run, result, (info.etag, info.size))
         return result, info.etag, info.size
 
 
@@ -210,20 +217,14 @@ async def _file_skip(
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
     )
-    await _complete(deps.pool, run, result, etag, size)
+    await _complete(deps.pool, run, result, (etag, size))
     return result
 
 
-async def _complete(
-    db: asyncpg.Pool | asyncpg.Connection,
-    run: ClaimedRun,
-    result: ValidationResult,
-    etag: str,
-    size: int,
-) -> None:
+async def _complete(db: Db, run: ClaimedRun, result: ValidationResult, file: File) -> None:
     """Mark the run completed, in the load's transaction; a cancel asked at any time before
     this commit wins: the load is rolled back and the run ends cancelled."""
-    if await lifecycle.complete(db, run, result, _summary(result), file=(etag, size)):
+    if await lifecycle.complete(db, run, result, _summary(result), file=file):
         return
     if await lifecycle.lease(db, run) is Lease.CANCEL_ASKED:
         raise RunCancelled()

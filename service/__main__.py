@@ -14,26 +14,16 @@ from pathlib import Path
 import asyncpg
 
 from service.cli import admin, embedded_s3
+from service.core.boot import settings_or_exit
 from service.core.db import database_name, drop_database, ensure_database
-from service.core.errors import ConfigError
-from service.core.logs import configure_logging, get_logger
+from service.core.logs import get_logger
 from service.core.migrate import migrate
 from service.core.s3_access import normalise_prefix
-from service.core.settings import Settings, load_settings
+from service.core.settings import Settings
 from service.core.store import keys as keys_store
 from service.core.store import s3_prefixes
 
 DEMO_KEY = "demo-secret-key"
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as exc:
-        print(f"feedjobs: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(settings)
-    return settings
 
 
 async def _migrate(settings: Settings) -> None:
@@ -71,7 +61,7 @@ def gateway_main() -> None:
 
     from service.gateway.app import ON_FATAL, create_app
 
-    settings = _settings()
+    settings = settings_or_exit()
     app = create_app(settings)
     app[ON_FATAL] = lambda: os.kill(os.getpid(), signal.SIGTERM)
     get_logger("service").info("gateway_starting", host=settings.http_host, port=settings.http_port)
@@ -170,7 +160,7 @@ def main() -> None:
     if args.command in (None, "gateway"):
         gateway_main()
         return
-    settings = _settings()
+    settings = settings_or_exit()
     if args.command in operator:
         raise SystemExit(asyncio.run(operator[args.command](settings, args)))
     if args.command == "migrate":

@@ -11,21 +11,16 @@ from service.core.contracts import TERMINAL_STATUSES, JobView, encode
 from service.core.store.jobs import JobRecord
 from service.core.store.rows import raw
 
+# JobView's fields a job record holds as they are; the JSON ones go out as raw JSON.
+_AS_THEY_ARE = tuple(
+    f for f in JobView.__struct_fields__ if f not in ("progress", "result", "error")
+)
+
 
 def job_view(row: JobRecord, *, with_result: bool = True) -> JobView:
     return JobView(
-        job_id=row.job_id,
-        feed_id=row.feed_id,
-        job_type=row.job_type,
-        status=row.status,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        attempt=row.attempt,
-        message=row.message,
+        **{name: getattr(row, name) for name in _AS_THEY_ARE},
         progress=raw(row.progress),
-        retry_after=row.retry_after,
         result=raw(row.result) if with_result else None,
         error=raw(row.error),
     )

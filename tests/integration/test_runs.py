@@ -226,12 +226,12 @@ async def test_a_cancel_asked_before_the_commit_wins_over_the_completion(client,
     async with db.acquire() as conn:
         with pytest.raises(etl.RunCancelled):
             async with conn.transaction():
-                await etl._complete(conn, run, result, "etag", 40)
+                await etl._complete(conn, run, result, ("etag", 40))
     job = await (await client.get(f"/jobs/{jv}", headers=acme)).json()
     assert job["status"] == "running"  # the consumer's handler then records it as cancelled
     # Without a cancel, the same completion goes through.
     await db.execute("UPDATE jobs SET cancel_requested = false WHERE id = $1", jv)
     async with db.acquire() as conn, conn.transaction():
-        await etl._complete(conn, run, result, "etag", 40)
+        await etl._complete(conn, run, result, ("etag", 40))
     job = await (await client.get(f"/jobs/{jv}", headers=acme)).json()
     assert job["status"] == "completed"

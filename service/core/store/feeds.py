@@ -10,7 +10,7 @@ import asyncpg
 from service.core import ids
 from service.core.contracts import FeedSummary, FeedView
 from service.core.store import lifecycle
-from service.core.store.rows import FeedRow, columns, one
+from service.core.store.rows import FeedRow, columns, lock_by_id, one
 
 _SUMMARY = FeedSummary.__struct_fields__
 FEED_ROW = columns(FeedRow)
@@ -160,13 +160,7 @@ async def lock_feed_row(
     conn: asyncpg.Connection, feed_id: str, tenant_id: int | None = None
 ) -> FeedRow | None:
     """The feed (the tenant's, if one is named), locked until the transaction ends."""
-    row = await conn.fetchrow(
-        f"SELECT {FEED_ROW} FROM feeds"
-        " WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
-        feed_id,
-        tenant_id,
-    )
-    return one(FeedRow, row)
+    return await lock_by_id(conn, FeedRow, "feeds", feed_id, tenant_id)
 
 
 async def set_file(conn: asyncpg.Connection, feed_id: str, s3_uri: str, js_id: str) -> None:

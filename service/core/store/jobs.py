@@ -19,7 +19,7 @@ from service.core.contracts import (
     RunOptions,
     RunView,
 )
-from service.core.store.rows import JobRow, columns, many, one, raw
+from service.core.store.rows import JobRow, lock_by_id, many, one, raw
 
 JOB_COLUMNS = """
     j.id AS job_id, j.feed_id, j.job_type, j.status, rfc3339(j.created_at) AS created_at,
@@ -29,6 +29,12 @@ JOB_COLUMNS = """
     j.result::text AS result, j.error::text AS error, j.version
 """
 
+RUNS_SQL = (
+    "SELECT attempt, status, rfc3339(requested_at) AS requested_at,"
+    " rfc3339(started_at) AS started_at, rfc3339(finished_at) AS finished_at, requested_by,"
+    " options::text AS options, result::text AS result, error::text AS error"
+    " FROM job_runs WHERE job_id = $1 ORDER BY attempt DESC"
+)
 GET_JOB_SQL = f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1 AND j.tenant_id = $2"
 
 
@@ -141,13 +147,7 @@ async def lock_job(
     conn: asyncpg.Connection, job_id: str, tenant_id: int | None = None
 ) -> JobRow | None:
     """The job, locked until the transaction ends (None: no such job, or not the tenant's)."""
-    row = await conn.fetchrow(
-        f"SELECT {columns(JobRow)} FROM jobs"
-        " WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
-        job_id,
-        tenant_id,
-    )
-    return one(JobRow, row)
+    return await lock_by_id(conn, JobRow, "jobs", job_id, tenant_id)
 
 
 async def validation_job_of(conn: asyncpg.Connection, feed_id: str | None) -> str | None:
@@ -168,13 +168,7 @@ async def run_request_id(conn: asyncpg.Connection, job_id: str, attempt: int) ->
 
 async def list_runs(db: asyncpg.Pool, job_id: str) -> list[RunView]:
     """The job's runs, newest first."""
-    rows = await db.fetch(
-        "SELECT attempt, status, rfc3339(requested_at) AS requested_at,"
-        " rfc3339(started_at) AS started_at, rfc3339(finished_at) AS finished_at, requested_by,"
-        " options::text AS options, result::text AS result, error::text AS error"
-        " FROM job_runs WHERE job_id = $1 ORDER BY attempt DESC",
-        job_id,
-    )
+    rows = await db.fetch(RUNS_SQL, job_id)
     return [
         RunView(
             **{k: v for k, v in r.items() if k not in ("options", "result", "error")},

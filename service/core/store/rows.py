@@ -32,6 +32,20 @@ def raw(text: str | None) -> msgspec.Raw | None:
     return None if text is None else msgspec.Raw(text.encode())
 
 
+async def lock_by_id(
+    conn: asyncpg.Connection, cls: type[R], table: str, key: str, tenant_id: int | None
+) -> R | None:
+    """The row of ``table`` whose id is ``key`` (the tenant's, if one is named), as ``cls``,
+    locked until the transaction ends."""
+    row = await conn.fetchrow(
+        f"SELECT {columns(cls)} FROM {table}"
+        " WHERE id = $1 AND ($2::bigint IS NULL OR tenant_id = $2) FOR UPDATE",
+        key,
+        tenant_id,
+    )
+    return one(cls, row)
+
+
 def columns(cls: type[msgspec.Struct], alias: str = "") -> str:
     """The select list of a row struct: ``a.x, a.y, ...``."""
     prefix = f"{alias}." if alias else ""

@@ -1,0 +1,23 @@
+"""What every process does first: its settings from the environment, then its logging.
+
+A bad setting stops the process with exit status 2 and one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from service.core.errors import ConfigError
+from service.core.logs import configure_logging
+from service.core.settings import Settings, load_settings
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"feedjobs: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings)
+    return settings
