@@ -25,12 +25,12 @@ ROW_KINDS = ("inserted", "updated", "unchanged", "deleted", "rejected")
 class ConsumerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.runs = Counter(
+        count = self._counter
+        self.runs = count(
             "feedjobs_runs",
             "Runs that ended here, by outcome (completed, failed, cancelled, lease_lost,"
             " interrupted)",
-            ["outcome"],
-            registry=self.registry,
+            "outcome",
         )
         self.duration = Histogram(
             "feedjobs_run_duration_seconds",
@@ -39,28 +39,26 @@ class ConsumerMetrics:
             registry=self.registry,
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
         )
-        self.rows = Counter(
+        self.rows = count(
             "feedjobs_rows",
             "Rows of completed runs, by kind (inserted, updated, unchanged, deleted, rejected)",
-            ["kind"],
-            registry=self.registry,
+            "kind",
         )
-        self.dead_letters = Counter(
-            "feedjobs_dead_letters",
-            "Messages refused to jobs.run.dead, by x-error-code",
-            ["code"],
-            registry=self.registry,
+        self.dead_letters = count(
+            "feedjobs_dead_letters", "Messages refused to jobs.run.dead, by x-error-code", "code"
         )
-        self.s3_events = Counter(
+        self.s3_events = count(
             "feedjobs_s3_events",
             "Object versions from S3 events, by outcome (loaded, pending, stale, unwatched)",
-            ["outcome"],
-            registry=self.registry,
+            "outcome",
         )
         self.active = Gauge("feedjobs_runs_active", "Runs in hand", registry=self.registry)
         self.amqp_up = Gauge(
             "feedjobs_amqp_connected", "1 while consuming from the broker", registry=self.registry
         )
+
+    def _counter(self, name: str, doc: str, label: str) -> Counter:
+        return Counter(name, doc, [label], registry=self.registry)
 
     def run_ended(self, outcome: str, seconds: float) -> None:
         self.runs.labels(outcome).inc()

@@ -9,8 +9,16 @@ import asyncpg
 
 from service.core.errors import ConfigError
 from service.core.logs import get_logger
+from service.core.retry import Backoff
 
 log = get_logger(__name__)
+
+# PostgreSQL refusing or dropping a connection, or any socket error on the way to it.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+)
 
 
 def database_name(url: str) -> str:
@@ -45,7 +53,8 @@ async def ensure_database(url: str) -> bool:
 
 
 async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
-    delay = 0.5
+    """A pool, once PostgreSQL answers: ``retries`` tries at start-up, with backoff."""
+    backoff = Backoff(0.5, 5.0)
     for attempt in range(1, retries + 1):
         try:
             pool = await asyncpg.create_pool(
@@ -53,12 +62,12 @@ async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
             )
             assert pool is not None
             return pool
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+        except UNREACHABLE as exc:
             if attempt == retries:
                 raise
+            delay = backoff.next()
             log.warning("postgres_connect_retry", attempt=attempt, error=str(exc), delay_s=delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
 
 

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from service.core.contracts import ErrorBody, encode
+from service.core.db import UNREACHABLE
 from service.core.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
@@ -110,7 +111,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(_translate_http(exc), request_id)
     except ServiceError as exc:
         return error_response(exc, request_id)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+    except UNREACHABLE as exc:  # PostgreSQL (or S3) not reachable: 503, not 500
         log.warning("database_unavailable", error=str(exc))
         database = isinstance(exc, asyncpg.PostgresConnectionError)
         what = "The database" if database else "A backing service"
