@@ -146,11 +146,7 @@ async def _stream(
     if isinstance(first, End):  # an empty file
         return Streamed(end=first, ignored=[], table=None)
     if not isinstance(first, Header):
-        raise JobFailure(
-            "PARSE_FAILED",
-            "The parse worker stopped before the end",
-            {"stderr": await worker.stderr()},
-        )
+        raise await _stopped(worker)
     if first.missing:
         raise JobFailure(
             "MISSING_COLUMNS",
@@ -165,15 +161,12 @@ async def _stream(
     await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state))
     end = state.get("end")
     if end is None:
-        raise JobFailure(
-            "PARSE_FAILED",
-            "The parse worker stopped before the end",
-            {"stderr": await worker.stderr()},
-        )
+        raise await _stopped(worker)
     return Streamed(end=end, ignored=first.ignored, table=table)
 
 
 async def _stopped(worker: WorkerSession) -> JobFailure:
+    """The worker ended without its End frame: what it wrote on stderr says why."""
     return JobFailure(
         "PARSE_FAILED",
         "The parse worker stopped before the end",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 import asyncpg
 
@@ -15,9 +14,6 @@ from service.core.store.rows import FeedRow, columns, lock_by_id, one
 _SUMMARY = FeedSummary.__struct_fields__
 FEED_ROW = columns(FeedRow)
 
-# How a feed's first submission starts: an upload is received (running), a registered
-# object is there (completed), a watched prefix waits for its first object (created).
-SubmissionStart = Literal["created", "running", "completed"]
 
 FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
@@ -87,7 +83,7 @@ async def create_feed(
     mode: str,
     delimiter: str,
     max_rejected_rows: int | None,
-    submission_status: SubmissionStart,
+    submission_status: lifecycle.JobStart,
     submission_result: str | None = None,
 ) -> tuple[str, str, str, int]:
     """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).

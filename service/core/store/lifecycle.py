@@ -30,6 +30,11 @@ from service.core.store.runs import (
     Spend,
 )
 
+# How a job starts: a validation job created, or a submission receiving an upload (running),
+# with its object already there (completed), or waiting for a watched prefix's first
+# object (created).
+JobStart = Literal["created", "running", "completed"]
+
 CANCELLED_BEFORE_START = JobError("CANCELLED", "Cancelled before it started")
 CANCELLED_WHILE_RUNNING = JobError("CANCELLED", "Cancelled while running; nothing was written")
 
@@ -54,7 +59,7 @@ async def create_job(
     tenant_id: int,
     feed_id: str,
     job_type: Literal["submission", "validation"],
-    status: Literal["created", "running", "completed"],
+    status: JobStart,
     *,
     result: str | None = None,
     message: str | None = None,

@@ -46,10 +46,9 @@ async def lock_by_id(
     return one(cls, row)
 
 
-def columns(cls: type[msgspec.Struct], alias: str = "") -> str:
-    """The select list of a row struct: ``a.x, a.y, ...``."""
-    prefix = f"{alias}." if alias else ""
-    return ", ".join(prefix + name for name in cls.__struct_fields__)
+def columns(cls: type[msgspec.Struct]) -> str:
+    """The select list of a row struct: its fields, by name."""
+    return ", ".join(cls.__struct_fields__)
 
 
 class JobRow(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ import msgspec
 
 from service.core.contracts import EffectiveOptions
 from service.core.store import outbox
-from service.core.store.rows import FeedRow, JobRow, columns, many
+from service.core.store.rows import FeedRow, JobRow, columns, many, one
 
 # What queueing a run costs the run request's retry budget (see queue_runs).
 Spend = Literal["new_request", "loss", "interruption", "nothing"]
@@ -82,7 +82,7 @@ async def last_completed(db: asyncpg.Pool, job_id: str) -> CompletedRun | None:
         " ORDER BY attempt DESC LIMIT 1",
         job_id,
     )
-    return None if row is None else CompletedRun(**row)
+    return one(CompletedRun, row)
 
 
 # -- the sweeper's (consumer/sweeper.py) ---------------------------------------------------
