@@ -88,13 +88,14 @@ async def load(
     await stage.lock_feed(conn, run.feed_id)
     chosen = await plan(conn, settings, run)
     async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
+        uri, info = source
+        worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
         if chosen.recognise:
             if not chosen.direct:
                 await stage.copy_stored_hashes(conn, run.feed_id, worker.send_chunk)
             await worker.send_chunk(b"")
+        worker.release_file()
         phases["known_ms"] = ms_since(started)
-        uri, info = source
-        worker.feed_file(s3, uri, info.etag, progress.read)
         streamed = await _stream(conn, worker, chosen, run, progress, errors)
         await worker.file_sent()
     end = streamed.end

@@ -92,6 +92,7 @@ class WorkerSession:
         self._stdin = proc.stdin
         self._stdout = proc.stdout
         self._feeder: asyncio.Task[None] | None = None
+        self._file_gate = asyncio.Event()
         self._spawner = spawner
 
     @classmethod
@@ -117,21 +118,34 @@ class WorkerSession:
         await self._stdin.drain()
 
     def feed_file(self, s3: Any, uri: S3Uri, etag: str, on_chunk: Callable[[int], None]) -> None:
-        """Stream the object to the worker's stdin, in a task of its own."""
+        """Stream the object to the worker's stdin, in a task of its own. The object is
+        asked for at once, so that S3's time to the first byte passes while the stored
+        hashes are still on their way; its bytes go to the worker only after them
+        (``release_file``)."""
 
         async def feed() -> None:
             try:
                 async for chunk in read_stream(s3, uri, if_match=etag):
+                    await self._file_gate.wait()
                     on_chunk(len(chunk))
                     self._stdin.write(chunk)
                     await self._stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 return  # the worker stopped reading (a fatal fault it reports itself)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await self._file_gate.wait()  # the stored hashes are not cut short
+                raise
             finally:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._stdin.close()
 
         self._feeder = asyncio.create_task(feed(), name=f"s3-feed-{self.name}")
+
+    def release_file(self) -> None:
+        """The stored hashes (if any) are sent: the file's bytes may follow them."""
+        self._file_gate.set()
 
     async def file_sent(self) -> None:
         """Wait for the whole file to be sent (raises what reading it raised)."""
