@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -30,10 +31,13 @@ class AccessLog:
     second the chain cost a quarter of the gateway's time. Only with the JSON format at
     INFO or below; otherwise (console format, tests) lines go through structlog as usual."""
 
+    FLUSH_AFTER = 0.05  # seconds a line may wait in the buffer, so lines reach ops promptly
+
     def __init__(self) -> None:
         self.stream: Any = None  # a binary stream when the fast path is on
         self._second = -1
         self._prefix = ""
+        self._flush_due = False
 
     def configure(self, stream: Any) -> None:
         self.stream = stream
@@ -55,7 +59,20 @@ class AccessLog:
         fields["logger"] = "service.http"
         fields["ts"] = self._ts()
         stream.write(_JSON.encode(fields) + b"\n")
+        if not self._flush_due:
+            # Buffered, so that a busy gateway makes one write a batch, not one per line;
+            # flushed soon after, so that a quiet one does not hold its lines back.
+            self._flush_due = True
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+            except RuntimeError:  # no event loop: nothing would flush it later
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        self._flush_due = False
+        if self.stream is not None:
+            self.stream.flush()
 
 
 ACCESS = AccessLog()

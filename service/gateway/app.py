@@ -16,7 +16,7 @@ from service.core.migrate import migrate
 from service.core.outbox import OutboxRelay
 from service.core.s3 import ensure_bucket, s3_client
 from service.core.settings import Settings
-from service.gateway import appkeys, protocol, routes_feeds, routes_jobs, routes_ops
+from service.gateway import appkeys, fastpoll, protocol, routes_feeds, routes_jobs, routes_ops
 from service.gateway.auth import KeyCache
 from service.gateway.jobs_view import BODIES, Bodies
 from service.gateway.metrics import METRICS, Metrics
@@ -117,4 +117,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes_ops.routes)
     app.add_routes(routes_feeds.routes)
     app.add_routes(routes_jobs.routes)
+    fastpoll.install(app)
     return app

@@ -33,6 +33,8 @@ def etag_of(row: JobRecord) -> str:
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
+    if header == etag:  # what a polling client sends back, checked first
+        return True
     if header.strip() == "*":
         return True
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
@@ -46,6 +48,7 @@ class Rendered(NamedTuple):
     etag: str
     body: bytes
     headers: dict[str, str]  # ETag, Cache-Control, Retry-After (if any), Content-Type
+    not_modified: dict[str, str]  # the same without Content-Type, for a 304
 
 
 class Bodies:
@@ -65,8 +68,11 @@ class Bodies:
             headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
             if row.retry_after is not None:
                 headers["Retry-After"] = str(row.retry_after)
+            not_modified = dict(headers)
             headers["Content-Type"] = "application/json; charset=utf-8"
-            hit = self._rendered[etag] = Rendered(etag, encode(job_view(row)), headers)
+            hit = self._rendered[etag] = Rendered(
+                etag, encode(job_view(row)), headers, not_modified
+            )
             if len(self._rendered) > self._size:
                 self._rendered.popitem(last=False)
         return hit
@@ -78,7 +84,5 @@ BODIES = web.AppKey("job_bodies", Bodies)
 def job_response(row: JobRecord, request: web.Request, *, status: int = 200) -> web.Response:
     rendered = request.app[BODIES].of(row)
     if status == 200 and etag_matches(request.headers.get("If-None-Match"), rendered.etag):
-        headers = dict(rendered.headers)
-        del headers["Content-Type"]
-        return web.Response(status=304, headers=headers)
+        return web.Response(status=304, headers=rendered.not_modified)
     return web.Response(status=status, body=rendered.body, headers=rendered.headers)

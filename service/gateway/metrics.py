@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from service.core.store import health as health_store
 
@@ -52,6 +55,8 @@ class Metrics:
         # The labelled child of each (route, method, status) seen, looked up once: labels()
         # costs more than the observation itself, on every request.
         self._children: dict[tuple[str, str, int], Any] = {}
+        self.early_polls = _EarlyPolls()
+        self.registry.register(self.early_polls)
         self.long_polls = Gauge(
             "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
         )
@@ -71,6 +76,21 @@ class Metrics:
         self.outbox_backlog.set(gauges.outbox_backlog)
         self.rows.set(gauges.rows_read)
         self.long_polls.set(waiting)
+
+
+class _EarlyPolls(Collector):
+    """Polls answered from memory before routing (service/gateway/fastpoll.py): a plain
+    count read when scraped, because a client library counter costs more per poll."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "feedjobs_http_polls_answered_early",
+            "GET /jobs/{id} answered from memory before routing",
+            value=self.count,
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -26,7 +26,7 @@ from service.core.ids import is_correlation_id
 from service.core.logs import ACCESS, get_logger
 from service.core.store.keys import Principal
 from service.gateway import appkeys
-from service.gateway.metrics import METRICS
+from service.gateway.metrics import METRICS, Metrics
 from service.gateway.ratelimit import RateLimiter
 
 log = get_logger("service.http")
@@ -84,8 +84,7 @@ def _translate_http(exc: web.HTTPException) -> ServiceError:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, one access log line, and every error mapped to the error body."""
     started = time.perf_counter()
-    incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if is_correlation_id(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+    request_id = new_request_id(request.headers.get("x-request-id", ""))
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     # Every line the request causes names the job or feed it is about (ops filter by them).
@@ -126,28 +125,59 @@ def _record(
 ) -> None:
     """The request's metrics sample and its one access line."""
     route = request.match_info.route.resource
-    request.app[METRICS].observe(
-        route.canonical if route is not None else "unmatched",
-        request.method,
-        response.status,
-        elapsed,
-    )
     p = request.get(PRINCIPAL)
+    record(
+        request.app[METRICS],
+        request.method,
+        request.path,
+        route.canonical if route is not None else "unmatched",
+        response.status,
+        p.tenant if p else None,
+        elapsed,
+        request[REQUEST_ID],
+        ids,
+        bound=True,
+    )
+
+
+def record(
+    metrics: Metrics,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    tenant: str | None,
+    elapsed: float,
+    request_id: str,
+    ids: dict[str, str],
+    *,
+    bound: bool,
+) -> None:
+    """A request's metrics sample and its one access line. ``bound``: the request id and
+    the job or feed ids are bound to the log context already (structlog adds them)."""
+    metrics.observe(route, method, status, elapsed)
     line = {
         "event": "http_request",
-        "method": request.method,
-        "path": request.path,
-        "status": response.status,
-        "tenant": p.tenant if p else None,
+        "method": method,
+        "path": path,
+        "status": status,
+        "tenant": tenant,
         "duration_ms": round(elapsed * 1000, 2),
-        "request_id": request[REQUEST_ID],
+        "request_id": request_id,
         **ids,
     }
     if not ACCESS.write(line):
-        del line["event"], line["request_id"]
-        for key in ids:
-            del line[key]
+        del line["event"]
+        if bound:
+            del line["request_id"]
+            for key in ids:
+                del line[key]
         log.info("http_request", **line)
+
+
+def new_request_id(incoming: str) -> str:
+    """The client's ``x-request-id`` when it is a usable correlation id, else a new one."""
+    return incoming if is_correlation_id(incoming) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 @web.middleware

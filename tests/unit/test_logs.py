@@ -58,3 +58,20 @@ def test_the_access_line_is_the_json_object_structlog_would_write():
     assert line["level"] == "info" and line["logger"] == "service.http"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["ts"])
     assert out.getvalue().endswith(b"}\n") and out.getvalue().count(b"\n") == 1
+
+
+async def test_an_access_line_is_flushed_soon_even_when_the_gateway_is_quiet(tmp_path):
+    import asyncio
+
+    from service.core.logs import AccessLog
+
+    access = AccessLog()
+    path = tmp_path / "out.log"
+    with open(path, "wb") as out:  # a buffered stream, as stdout is
+        access.configure(out)
+        access.write({"event": "http_request", "status": 200})
+        access.write({"event": "http_request", "status": 304})
+        assert path.read_bytes() == b""  # still in the buffer: one write for a batch
+        await asyncio.sleep(access.FLUSH_AFTER * 4)
+        lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == [200, 304]
