@@ -18,6 +18,7 @@ class Batch(msgspec.Struct, tag="batch"):
     rows: int  # rows in payload
     rows_read: int  # data rows read so far
     errors: list[tuple[int, str | None, str, str, str]]  # line, column, code, message, raw
+    pairs: bytes = b""  # the rows' packed (row hash, sku hash) pairs, when the set is kept
 
 
 class End(msgspec.Struct, tag="end"):
@@ -32,6 +33,17 @@ class End(msgspec.Struct, tag="end"):
     known_rows: int = 0  # stored products the worker knew
     known_bytes: int = 0  # the memory they took (consumer/known.py)
     timings_ms: dict[str, int] = {}  # the worker's own: known (read + sorted), cpu, wall
+    # The feed's hash set changed (or none was stored): its new set is the pairs of the
+    # batches, then the stored ones that stay, in the ``kept_parts`` Kept frames that
+    # follow this one (WorkerConfig.keep_set).
+    set_changed: bool = False
+    kept_parts: int = 0
+
+
+class Kept(msgspec.Struct, tag="kept"):
+    """A part of the stored set that stays (packed pairs), after End."""
+
+    pairs: bytes
 
 
 class Fatal(msgspec.Struct, tag="fatal"):
@@ -40,7 +52,7 @@ class Fatal(msgspec.Struct, tag="fatal"):
     details: dict[str, Any] = {}
 
 
-Frame = Header | Batch | End | Fatal
+Frame = Header | Batch | End | Kept | Fatal
 LENGTH = struct.Struct(">I")
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Frame)
@@ -53,9 +65,14 @@ def pack(frame: Frame) -> bytes:
 
 class WorkerConfig(msgspec.Struct, frozen=True):
     delimiter: str = ","
-    # Recognise stored rows: stdin starts with the feed's stored hashes (binary COPY, as
-    # length-prefixed chunks ending with an empty one), and the worker rejects duplicates.
+    # Recognise stored rows: stdin starts with the feed's stored hashes (its packed hash
+    # set after a SET_SIGNATURE chunk, or a binary COPY; as length-prefixed chunks ending
+    # with an empty one), and the worker rejects duplicates.
     recognise: bool = False
+    # Keep the feed's packed hash set ("" no, else the run's mode: upsert or snapshot), and
+    # whether one is stored (the stored hashes then come as that set).
+    keep_set: str = ""
+    set_stored: bool = False
     # Rows go straight into products: each COPY line ends with this (",feed,job") instead
     # of its line number.
     direct_tail: str = ""

@@ -12,6 +12,7 @@ Both answer a block of rows at a time, in line order, with vectorised lookups.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +27,43 @@ Indexes = npt.NDArray[np.intp]
 COPY_HEADER = 19
 _TUPLE = np.dtype([("n", ">i2"), ("l1", ">i4"), ("row", ">i8"), ("l2", ">i4"), ("sku", ">i8")])
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+# A feed's packed hash set (service/core/store/hash_sets.py): (row_hash, sku_hash) pairs,
+# 16 bytes each, after a first chunk that is this signature.
+PAIRS = np.dtype([("row", "<i8"), ("sku", "<i8")])
+SET_SIGNATURE = b"FJSET001"
+PART_PAIRS = 256 * 1024  # pairs a part of the set holds (4 MiB)
+
+
+def parse_stored(chunks: Iterator[bytes]) -> tuple[Int64s, Int64s]:
+    """Row and sku hashes from either form the consumer sends: the feed's packed set
+    (first chunk: ``SET_SIGNATURE``) or the chunks of a binary COPY."""
+    first = next(chunks, None)
+    if first is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)  # nothing stored: nothing sent
+    if first == SET_SIGNATURE:
+        return parse_pairs(chunks)
+    return parse_copy(itertools.chain((first,), chunks))
+
+
+def parse_pairs(chunks: Iterator[bytes]) -> tuple[Int64s, Int64s]:
+    rows: list[Int64s] = []
+    skus: list[Int64s] = []
+    for chunk in chunks:
+        if len(chunk) % PAIRS.itemsize:
+            raise ValueError("a part of the hash set is not a whole number of pairs")
+        pairs = np.frombuffer(chunk, PAIRS)
+        rows.append(pairs["row"].astype(np.int64))
+        skus.append(pairs["sku"].astype(np.int64))
+    return _joined(rows), _joined(skus)
+
+
+def pack_pairs(rows: Int64s, skus: Int64s) -> bytes:
+    out = np.empty(len(rows), PAIRS)
+    out["row"] = rows
+    out["sku"] = skus
+    return out.tobytes()
 
 
 def parse_copy(chunks: Iterator[bytes]) -> tuple[Int64s, Int64s]:
@@ -97,8 +135,8 @@ class KnownRows:
         self.first_line: UInt32s = np.zeros(len(self.rows), np.uint32)
 
     @classmethod
-    def from_copy(cls, chunks: Iterator[bytes]) -> KnownRows:
-        pair = list(parse_copy(chunks))
+    def from_chunks(cls, chunks: Iterator[bytes]) -> KnownRows:
+        pair = list(parse_stored(chunks))
         return cls(pair.pop(0), pair.pop(0))
 
     def __len__(self) -> int:
@@ -125,6 +163,29 @@ class KnownRows:
         met on in this file, recording the ones met now (a row is a duplicate when that
         line is not its own)."""
         return _first_seen(self.first_line, index, lines)
+
+    def kept(self, replaced: Indexes, *, snapshot: bool) -> Iterator[bytes]:
+        """The stored products that stay after this run, as packed pairs in parts of at
+        most ``PART_PAIRS``: all but the ``replaced`` ones (a row of their sku was written)
+        and, for a snapshot, but the ones whose sku the file never held. One part per
+        ``PART_PAIRS`` stored products (see ``kept_parts``), some perhaps empty."""
+        n = len(self.rows)
+        keep = np.ones(n, np.bool_)
+        keep[replaced] = False
+        if snapshot:
+            keep &= self.first_line != 0
+        # The sku of each row: the inverse of the sku order (4 bytes a product, for now).
+        sku_at = np.empty(n, np.uint32)
+        sku_at[self.sku_rows] = np.arange(n, dtype=np.uint32)
+        for start in range(0, n, PART_PAIRS):
+            part = keep[start : start + PART_PAIRS]
+            yield pack_pairs(
+                self.rows[start : start + PART_PAIRS][part],
+                self.skus[sku_at[start : start + PART_PAIRS][part]],
+            )
+
+    def kept_parts(self) -> int:
+        return -(-len(self.rows) // PART_PAIRS)
 
     def gone(self) -> Int64s:
         """Row hashes of the stored products whose sku the file never held."""

@@ -2,14 +2,15 @@
 
 1. **Plan.** Lock the feed. A feed with no product at all gets a *direct* load: the
    worker's lines go straight into ``products`` by COPY (nothing to compare with). Any
-   other feed gets a *recognising* load: the feed's stored hashes go to the worker first,
-   and only the rows it does not recognise are staged. ``RECOGNISE_ROWS=false`` gives the
+   other feed gets a *recognising* load: the feed's stored hashes go to the worker first
+   (its packed hash set, or else a scan of its products), and only the rows it does not
+   recognise are staged. ``RECOGNISE_ROWS=false`` gives the
    *staged* path instead: every valid row staged and compared in PostgreSQL (the reference
    the property tests hold the other two to).
 2. **Stream** the file through the worker into COPY, rejections to ``job_errors``.
 3. **Check** the run's limits (``max_rejected_rows``, an empty snapshot).
 4. **Write**: merge the staged rows, delete what a snapshot no longer holds, or count what
-   a dry run would do.
+   a dry run would do; then, last, the feed's new hash set (when it changed).
 """
 
 from __future__ import annotations
@@ -22,16 +23,22 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
+from consumer.frames import Batch, End, Fatal, Header, Kept, WorkerConfig
+from consumer.known import SET_SIGNATURE
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
+from consumer.spool import Spool
 from service.core.contracts import ValidationResult
 from service.core.errors import JobFailure
+from service.core.logs import get_logger
 from service.core.s3 import ObjectInfo, S3Uri
 from service.core.settings import Settings
+from service.core.store import hash_sets
 from service.core.store import products as stage
 from service.core.store.products import Duplicate
 from service.core.store.runs import ClaimedRun
+
+log = get_logger("consumer.load")
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way
@@ -42,6 +49,14 @@ FEW = 0.6
 class Plan(msgspec.Struct, frozen=True):
     path: str  # "direct", "recognising" or "staged"
     config: WorkerConfig
+
+    @property
+    def known_from(self) -> str | None:
+        """Where the worker's stored hashes come from: the feed's packed set, a scan of
+        its products, nothing (a first load) or no recognition at all (None)."""
+        if not self.config.recognise:
+            return None
+        return "set" if self.config.set_stored else "none" if self.direct else "products"
 
     @property
     def direct(self) -> bool:
@@ -56,11 +71,13 @@ class Streamed(msgspec.Struct):
     end: End
     ignored: list[str]
     table: str | None  # the stage (None: nothing staged)
+    pairs: Spool | None = None  # the hash pairs of the rows written (WorkerConfig.keep_set)
 
 
 async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) -> Plan:
     recognise = settings.recognise_rows
     direct = recognise and not run.options.dry_run and await stage.feed_is_empty(conn, run.feed_id)
+    stored = recognise and not direct and await hash_sets.exists(conn, run.feed_id)
     config = WorkerConfig(
         delimiter=run.options.delimiter,
         fast_path=settings.fast_path,
@@ -68,6 +85,8 @@ async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) ->
         max_inflate_ratio=settings.max_inflate_ratio,
         recognise=recognise,
         direct_tail=f",{run.feed_id},{run.job_id}" if direct else "",
+        keep_set=run.options.mode if recognise and not run.options.dry_run else "",
+        set_stored=stored,
     )
     path = "direct" if direct else "recognising" if recognise else "staged"
     return Plan(path=path, config=config)
@@ -90,31 +109,28 @@ async def load(
     async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
         uri, info = source
         worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
-        if chosen.recognise:
-            if not chosen.direct:
-                await stage.copy_stored_hashes(conn, run.feed_id, worker.send_chunk)
-            await worker.send_chunk(b"")
+        await _send_known(conn, worker, chosen, run.feed_id)
         worker.release_file()
         phases["known_ms"] = ms_since(started)
         streamed = await _stream(conn, worker, chosen, run, progress, errors)
         await worker.file_sent()
-    end = streamed.end
-    run.stats = {
-        "path": chosen.path,
-        "fast_rows": end.fast_rows,
-        "known_rows": end.known_rows,
-        "known_bytes": end.known_bytes,
-        "worker_ms": end.timings_ms,
-    }
-    phases["copy_ms"] = ms_since(started)
-    rows_valid = end.rows_valid
-    if streamed.table is not None and not chosen.recognise:
-        rows_valid -= await _duplicates(conn, streamed.table, errors, run.options.delimiter)
-    await errors.flush()
-    phases["dedupe_ms"] = ms_since(started)
-    _check_limits(run, errors, rows_valid, end)
-    counts = await _write(conn, chosen, streamed, run, rows_valid)
-    phases["merge_ms"] = ms_since(started)
+        end = streamed.end
+        run.stats = {
+            "path": chosen.path,
+            "known_from": chosen.known_from,
+            "fast_rows": end.fast_rows,
+            "known_rows": end.known_rows,
+            "known_bytes": end.known_bytes,
+            "worker_ms": end.timings_ms,
+        }
+        phases["copy_ms"] = ms_since(started)
+        try:
+            rows_valid, counts = await _check_and_write(
+                conn, worker, chosen, run, streamed, errors, started
+            )
+        finally:
+            if streamed.pairs is not None:
+                streamed.pairs.close()
     return ValidationResult(
         rows_read=end.rows_read,
         rows_valid=rows_valid,
@@ -131,6 +147,82 @@ async def load(
         dry_run=run.options.dry_run,
         rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
     )
+
+
+async def _check_and_write(
+    conn: asyncpg.Connection,
+    worker: WorkerSession,
+    chosen: Plan,
+    run: ClaimedRun,
+    streamed: Streamed,
+    errors: ErrorSink,
+    started: float,
+) -> tuple[int, stage.MergeCounts]:
+    """Steps 3 and 4 (the valid rows and what was written), then the feed's new hash set."""
+    phases, end = run.phases, streamed.end
+    rows_valid = end.rows_valid
+    if streamed.table is not None and not chosen.recognise:
+        rows_valid -= await _duplicates(conn, streamed.table, errors, run.options.delimiter)
+    await errors.flush()
+    phases["dedupe_ms"] = ms_since(started)
+    _check_limits(run, errors, rows_valid, end)
+    counts = await _write(conn, chosen, streamed, run, rows_valid)
+    phases["merge_ms"] = ms_since(started)
+    if chosen.config.keep_set and end.set_changed:
+        run.stats["set_pairs"] = await _keep_set(conn, worker, run, streamed, counts)
+        phases["set_ms"] = ms_since(started)
+    return rows_valid, counts
+
+
+async def _send_known(
+    conn: asyncpg.Connection, worker: WorkerSession, chosen: Plan, feed_id: str
+) -> None:
+    """The feed's stored hashes, to a worker that recognises rows: its packed set when it
+    has one, else a scan of its products (a first load has none)."""
+    if not chosen.recognise:
+        return
+    if chosen.config.set_stored:
+        await worker.send_chunk(SET_SIGNATURE)
+        await hash_sets.read_each(conn, feed_id, worker.send_chunk)
+    elif not chosen.direct:
+        await stage.copy_stored_hashes(conn, feed_id, worker.send_chunk)
+    await worker.send_chunk(b"")
+
+
+async def _keep_set(
+    conn: asyncpg.Connection,
+    worker: WorkerSession,
+    run: ClaimedRun,
+    streamed: Streamed,
+    counts: stage.MergeCounts,
+) -> int | None:
+    """Write the feed's new hash set (its pairs written, then the stored ones that stay),
+    last in the run's transaction. Only when PostgreSQL's counts agree with the worker's
+    (every row it sent was written, every gone row deleted): else no set is kept, and the
+    next run reads the feed's products instead (None)."""
+    end = streamed.end
+    sent = end.rows_valid - end.unchanged
+    spool = streamed.pairs
+    pairs = spool.size // hash_sets.PAIR_BYTES if spool is not None else 0
+    gone = len(end.gone) if run.options.mode == "snapshot" else 0
+    if not (counts.inserted + counts.updated == sent == pairs and counts.deleted == gone):
+        log.warning(
+            "hash_set_not_kept", sent=sent, pairs=pairs, gone=gone, **msgspec.structs.asdict(counts)
+        )
+        await hash_sets.drop(conn, run.feed_id)
+        return None
+
+    async def parts() -> AsyncIterator[bytes]:
+        if spool is not None:
+            for part in spool.parts(hash_sets.PART_BYTES):
+                yield part
+        for _ in range(end.kept_parts):
+            frame = await worker.next_frame()
+            if not isinstance(frame, Kept):
+                raise await _stopped(worker)
+            yield frame.pairs
+
+    return await hash_sets.write(conn, run.feed_id, parts())
 
 
 async def _stream(
@@ -159,11 +251,17 @@ async def _stream(
         await stage.create_stage(conn, table)
     run.phases["setup_ms"] = ms_since(progress.started)
     state: dict[str, End] = {}
-    await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state))
+    pairs = Spool() if chosen.config.keep_set else None
+    try:
+        await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state, pairs))
+    except BaseException:
+        if pairs is not None:
+            pairs.close()
+        raise
     end = state.get("end")
     if end is None:
         raise await _stopped(worker)
-    return Streamed(end=end, ignored=first.ignored, table=table)
+    return Streamed(end=end, ignored=first.ignored, table=table, pairs=pairs)
 
 
 async def _stopped(worker: WorkerSession) -> JobFailure:
@@ -176,12 +274,18 @@ async def _stopped(worker: WorkerSession) -> JobFailure:
 
 
 async def _payloads(
-    worker: WorkerSession, errors: ErrorSink, progress: Progress, state: dict[str, End]
+    worker: WorkerSession,
+    errors: ErrorSink,
+    progress: Progress,
+    state: dict[str, End],
+    pairs: Spool | None,
 ) -> AsyncIterator[bytes]:
     async for frame in worker.frames():
         if isinstance(frame, Batch):
             for err in frame.errors:
                 await errors.add(*err)
+            if frame.pairs and pairs is not None:
+                pairs.write(frame.pairs)
             progress.rows_read = frame.rows_read
             await progress.tick()
             if frame.payload:
@@ -251,10 +355,14 @@ async def _write(
         return stage.MergeCounts()  # an empty file
     snapshot = run.options.mode == "snapshot"
     gone = streamed.end.gone if chosen.recognise else None
+    end = streamed.end
+    if chosen.recognise and end.rows_valid == end.unchanged and not (snapshot and gone):
+        # Nothing to write: no statement at all (each would drop the feed's hash set).
+        await stage.drop_stage(conn, table)
+        return stage.MergeCounts()
     if run.options.dry_run:
         counts = await stage.dry_counts(conn, table, run.feed_id, snapshot=snapshot, gone=gone)
     else:
-        end = streamed.end
         staged = end.rows_valid - end.unchanged
         counts = await stage.merge(
             conn,

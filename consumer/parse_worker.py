@@ -19,7 +19,7 @@ import msgspec
 
 from consumer.csvread import FIELD_LIMIT, LineSource, Record, RecordReader
 from consumer.fastpath import FastPath
-from consumer.frames import Batch, End, Fatal, Frame, Header, WorkerConfig, pack
+from consumer.frames import Batch, End, Fatal, Frame, Header, Kept, WorkerConfig, pack
 from consumer.inflate import DecompressionLimit, Inflater
 from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
@@ -45,7 +45,7 @@ def read_known(stdin: BinaryIO) -> KnownRows:
                 return
             yield _read_exactly(stdin, size)
 
-    return KnownRows.from_copy(chunks())
+    return KnownRows.from_chunks(chunks())
 
 
 def _read_exactly(stdin: BinaryIO, size: int) -> bytes:
@@ -99,12 +99,28 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
         emit(Header(ignored=info.ignored, missing=info.missing))
         if info.missing:
             return
-        rows = Recogniser(known, cfg.direct_tail, cfg.delimiter)
+        rows = Recogniser(known, cfg.direct_tail, cfg.delimiter, keep_set=bool(cfg.keep_set))
         end = _rows(reader, source, info, cfg, rows, emit)
         end.inflated_bytes = inflater.inflated
-        emit(_end(end, rows, timings, started, cpu))
+        _finish(_end(end, rows, timings, started, cpu), rows, cfg, out)
     except DecompressionLimit as exc:
         emit(Fatal("DECOMPRESSION_LIMIT", exc.message, exc.details))
+
+
+def _finish(end: End, rows: Recogniser, cfg: WorkerConfig, out: BinaryIO) -> None:
+    """The End frame, then (when the feed's hash set changed) the stored pairs that stay."""
+    snapshot = cfg.keep_set == "snapshot"
+    end.set_changed = rows.keep_set and (
+        not cfg.set_stored or rows.staged > 0 or (snapshot and bool(end.gone))
+    )
+    if end.set_changed and rows.known is not None:
+        end.kept_parts = rows.known.kept_parts()
+    out.write(pack(end))
+    if end.kept_parts:
+        out.flush()  # the End goes now: the consumer merges while the parts are made
+        # Read by the consumer after its merge (this waits on the pipe until then).
+        for part in rows.kept(snapshot=snapshot):
+            out.write(pack(Kept(part)))
 
 
 def _end(end: End, rows: Recogniser, timings: dict[str, int], started: float, cpu: float) -> End:
@@ -141,8 +157,8 @@ def _rows(
     def send() -> None:
         nonlocal errors
         staged = rows.staged
-        payload = rows.flush(errors)
-        emit(Batch(payload, rows.staged - staged, rows_read, errors))
+        flushed = rows.flush(errors)
+        emit(Batch(flushed.payload, rows.staged - staged, rows_read, errors, flushed.pairs))
         errors = []
 
     while True:

@@ -14,18 +14,31 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from consumer.known import Indexes, Int64s, KnownRows, SeenSkus, UInt32s
+from consumer.known import Indexes, Int64s, KnownRows, SeenSkus, UInt32s, pack_pairs
 
 ErrorRow = tuple[int, str | None, str, str, str]
 
 
+class Flushed(NamedTuple):
+    payload: bytes  # the COPY lines
+    pairs: bytes  # their (row hash, sku hash) pairs, packed, when the set is kept
+
+
 class Recogniser:
-    def __init__(self, known: KnownRows | None, tail: str, delimiter: str) -> None:
+    def __init__(
+        self, known: KnownRows | None, tail: str, delimiter: str, *, keep_set: bool = False
+    ) -> None:
         self.known = known
+        # Keep the feed's hash set: report the pairs of the rows written, and remember the
+        # stored rows they replace (a changed row's stored twin).
+        self.keep_set = keep_set
+        self.replaced: list[Indexes] = []
         self.seen = SeenSkus() if known is not None else None
         self._suffix = b",%d,%d" + tail.encode() + b"\n" if tail else b",%d,%d,%d\n"
         self._direct = bool(tail)
@@ -73,11 +86,11 @@ class Recogniser:
             known.match_rows(hashes) if known is not None else np.full(len(hashes), -1, np.intp)
         )
 
-    def flush(self, errors: list[ErrorRow]) -> bytes:
+    def flush(self, errors: list[ErrorRow]) -> Flushed:
         """The COPY text of the pending rows; duplicates go to ``errors``."""
         self._close_slow()
         if not self._canon:
-            return b""
+            return Flushed(b"", b"")
         canon = self._canon
         lines: UInt32s = np.concatenate(self._lines)
         hashes: Int64s = np.concatenate(self._hashes)
@@ -91,7 +104,8 @@ class Recogniser:
         )  # service.core.product.sku_hash, for a whole block at once
         if self.known is None:
             self.staged += len(canon)
-            return self._copy_text(canon, range(len(canon)), hashes, sku_hashes, lines)
+            text = self._copy_text(canon, range(len(canon)), hashes, sku_hashes, lines)
+            return Flushed(text, b"")
         stored = index.copy()
         stored[new] = self.known.match_skus(sku_hashes[new])
         first = np.zeros(len(canon), np.uint32)
@@ -110,9 +124,15 @@ class Recogniser:
         self.unchanged += int(unchanged.sum())
         write_mask = ~unchanged & ~duplicate
         self.fresh += int((write_mask & (stored < 0)).sum())
-        write = np.flatnonzero(write_mask).tolist()
+        written = np.flatnonzero(write_mask)
+        write = written.tolist()
         self.staged += len(write)
-        return self._copy_text(canon, write, hashes, sku_hashes, lines)
+        pairs = b""
+        if self.keep_set and len(written):
+            pairs = pack_pairs(hashes[written], sku_hashes[written])
+            twins = stored[written]
+            self.replaced.append(twins[twins >= 0])
+        return Flushed(self._copy_text(canon, write, hashes, sku_hashes, lines), pairs)
 
     def _copy_text(
         self,
@@ -143,6 +163,13 @@ class Recogniser:
             f"sku {fields[0]!r} already appears on line {first}",
             buf.getvalue(),
         )
+
+    def kept(self, *, snapshot: bool) -> Iterator[bytes]:
+        """The parts of the stored set that stay (``KnownRows.kept``)."""
+        assert self.known is not None
+        replaced = np.concatenate(self.replaced) if self.replaced else np.empty(0, np.intp)
+        self.replaced = []
+        return self.known.kept(replaced, snapshot=snapshot)
 
     def gone(self) -> list[int]:
         """Row hashes of stored products whose sku the file never held (snapshot deletes)."""

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.conftest import run_and_wait, upload_feed
+from tests.integration.test_hash_sets import live, stored_set
 
 SKUS = [f"P-{i}" for i in range(8)]
 HEADER = ["sku", "name", "price", "currency", "quantity", "active", "description"]
@@ -123,6 +124,9 @@ async def test_recognising_and_staged_paths_agree(client, acme, consumer, db, se
             job = await run_and_wait(client, acme, ids["validation_job_id"], options)
             result = job.get("result") or {}
             error = job.get("error") or {}
+            if recognise:  # the feed's packed hash set, if kept, is exactly its live rows
+                kept = await stored_set(db, ids["feed_id"])
+                assert kept is None or kept == await live(db, ids["feed_id"]), (records, options)
             seen[recognise] = (
                 job["status"],
                 error.get("code"),

@@ -26,6 +26,7 @@ TABLES = {
     "outbox",
     "idempotency_keys",
     "products",
+    "feed_hash_sets",
     "schema_migrations",
 }
 

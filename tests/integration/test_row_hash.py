@@ -77,7 +77,7 @@ async def test_migration_0007_recomputes_stored_hashes_so_rows_stay_unchanged(tm
             "  '4006381333931', '2026-01-02T03:04:05.25Z', true, 42, 'JV1'),"
             " ('FD1', 'A-2', 'Hat', NULL, 3, 'USD', 7, 'Hats', NULL, NULL, NULL, false, 43, 'JV1')"
         )
-        assert await migrate(conn) == ["0007_worker_hashes"]
+        assert (await migrate(conn))[0] == "0007_worker_hashes"
         stored = await conn.fetch(PRODUCTS, "FD1")
         assert all((r["row_hash"], r["sku_hash"]) == recipe(r) for r in stored)
         chunks: list[bytes] = []

@@ -82,3 +82,45 @@ def test_nothing_stored_finds_nothing():
     probe = np.array([1, 2], np.int64)
     assert empty.match_rows(probe).tolist() == empty.match_skus(probe).tolist() == [-1, -1]
     assert empty.gone().tolist() == [] and empty.nbytes == 0
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(hashes, hashes), max_size=60, unique_by=lambda p: p[1]))
+def test_a_packed_set_reads_like_the_copy_of_the_same_rows(pairs):
+    rows = [p[0] for p in pairs]
+    skus = [p[1] for p in pairs]
+    packed = known.pack_pairs(np.array(rows, np.int64), np.array(skus, np.int64))
+    parts = [packed[i : i + 32] for i in range(0, len(packed), 32)]  # whole pairs each
+    from_set = known.parse_stored(iter([known.SET_SIGNATURE, *parts]))
+    from_copy = known.parse_stored(iter([copy_bytes(rows, skus)]))
+    assert [a.tolist() for a in from_set] == [a.tolist() for a in from_copy] == [rows, skus]
+    with pytest.raises(ValueError):
+        known.parse_stored(iter([known.SET_SIGNATURE, b"\0" * 17]))
+
+
+@settings(max_examples=100)
+@given(
+    # A row hash names its sku too (the canonical line starts with it): both unique.
+    st.lists(st.tuples(hashes, hashes), max_size=60, unique_by=(lambda p: p[0], lambda p: p[1])),
+    st.data(),
+    st.booleans(),
+)
+def test_the_stored_rows_kept_are_all_but_the_replaced_and_a_snapshots_unseen(
+    pairs, data, snapshot
+):
+    stored = KnownRows(
+        np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+    )
+    # Some stored rows were met again in the file (their sku), some of those replaced.
+    met = data.draw(st.sets(st.sampled_from(pairs))) if pairs else set()
+    replaced = data.draw(st.sets(st.sampled_from(sorted(met)))) if met else set()
+    for row, _ in met:
+        [at] = stored.match_rows(np.array([row], np.int64)).tolist()
+        stored.first_line[at] = 7
+    index = stored.match_rows(np.array([r for r, _ in replaced], np.int64))
+    parts = list(stored.kept(index.astype(np.intp), snapshot=snapshot))
+    assert len(parts) == stored.kept_parts()
+    got = np.frombuffer(b"".join(parts), known.PAIRS)
+    expected = {p for p in pairs if p not in replaced and (p in met or not snapshot)}
+    assert set(zip(got["row"].tolist(), got["sku"].tolist(), strict=True)) == expected
+    assert len(got) == len(expected)

@@ -67,7 +67,7 @@ async def test_an_access_line_is_flushed_soon_even_when_the_gateway_is_quiet(tmp
 
     access = AccessLog()
     path = tmp_path / "out.log"
-    with open(path, "wb") as out:  # a buffered stream, as stdout is
+    with open(path, "wb") as out:  # noqa: ASYNC230 (a buffered stream, as stdout is)
         access.configure(out)
         access.write({"event": "http_request", "status": 200})
         access.write({"event": "http_request", "status": 304})

@@ -24,6 +24,10 @@ class MergeCounts(msgspec.Struct):
     deleted: int = 0
 
 
+# The advisory lock (two-key form) of sql/0008_hash_sets.sql's trigger.
+OUTSIDE_WRITES_LOCK = "1718379876, 1"
+
+
 def ident(name: str) -> str:
     """A quoted SQL identifier: the one way a name goes into a statement."""
     return '"' + name.replace('"', '""') + '"'
@@ -38,8 +42,16 @@ def _count(status: str) -> int:
 
 
 async def lock_feed(conn: asyncpg.Connection, feed_id: str) -> None:
-    """Two runs of one feed never load at once; different feeds go in parallel."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", feed_id)
+    """Two runs of one feed never load at once; different feeds go in parallel. The load
+    also says which feed it loads (its writes to products then drop only that feed's
+    packed hash set) and holds the shared form of the lock a write to products outside a
+    load takes first (sql/0008_hash_sets.sql)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7)),"
+        f" pg_advisory_xact_lock_shared({OUTSIDE_WRITES_LOCK}),"
+        " set_config('feedjobs.loading_feed', $1, true)",
+        feed_id,
+    )
 
 
 async def feed_is_empty(conn: asyncpg.Connection, feed_id: str) -> bool:
