@@ -46,9 +46,16 @@ class LineSource:
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._blocks = self._cut()
+        self._returned: list[bytes] = []  # blocks given back, the next one last
 
     def next_block(self) -> bytes | None:
+        if self._returned:
+            return self._returned.pop()
         return next(self._blocks, None)
+
+    def give_back(self, *blocks: bytes) -> None:
+        """Make ``blocks`` (whole lines, in input order) the next ones again."""
+        self._returned.extend(reversed(blocks))
 
     def _cut(self) -> Iterator[bytes]:
         carry = b""
@@ -126,6 +133,15 @@ class RecordReader:
 
     def at_end(self) -> bool:
         return self._eof
+
+    def give_back(self) -> None:
+        """Between records: hand the lines queued but not read back to the source, so that
+        the fast path may take them (the header's block would otherwise go through the
+        csv module whole). Lines with faults the source cannot carry stay queued."""
+        pending = self._pending
+        if pending and all(type(line) is str for line in pending):
+            self._source.give_back("".join(pending).encode("utf-8"))
+            pending.clear()
 
     def _checked_lines(self, block: bytes) -> Iterator[str]:
         """Line by line, for blocks with bad UTF-8 or NUL bytes: only those lines are faulty."""

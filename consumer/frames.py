@@ -77,6 +77,10 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     # of its line number.
     direct_tail: str = ""
     fast_path: bool = True
+    # A block the fast path refuses is halved, and each half tries again, down to pieces of
+    # this many lines: a doubtful line then costs the slow path (several times the fast
+    # path's time a row) a few dozen lines, not the whole block (about 6,000 lines).
+    min_split_lines: int = 64
     read_bytes: int = 1024 * 1024  # stdin read size (tests use small ones: many blocks)
     batch_rows: int = 5000
     max_inflated_bytes: int = 20 * 1024**3

@@ -96,6 +96,7 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
             )
             return
         info = HeaderInfo(first.fields)
+        reader.give_back()  # the rest of the header's block may take the fast path
         emit(Header(ignored=info.ignored, missing=info.missing))
         if info.missing:
             return
@@ -172,7 +173,11 @@ def _rows(
                 break
             taken = fast.take(block, known) if fast is not None else None
             if taken is None:
-                reader.push(block)
+                halves = _halves(block, cfg.min_split_lines) if fast is not None else None
+                if halves is not None:
+                    source.give_back(*halves)  # each half tries the fast path again
+                else:
+                    reader.push(block)
                 continue
             count = len(taken.canon)
             rows.add_block(reader.lineno + 1, taken.canon, taken.hashes, taken.stored)
@@ -191,6 +196,17 @@ def _rows(
     if rows.pending or errors:
         send()
     return End(rows_read, valid, rejected, 0, fast_rows)
+
+
+def _halves(block: bytes, min_lines: int) -> tuple[bytes, bytes] | None:
+    """The block cut in two at a line break near its middle, or None when it has fewer
+    than ``min_lines`` lines (WorkerConfig.min_split_lines)."""
+    if block.count(b"\n") < min_lines:
+        return None
+    cut = block.rfind(b"\n", 0, len(block) // 2) + 1
+    if cut <= 0 or cut >= len(block):
+        return None
+    return block[:cut], block[cut:]
 
 
 def _one_record(
