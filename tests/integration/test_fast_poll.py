@@ -23,6 +23,22 @@ def early(client) -> float:
     return value or 0.0
 
 
+async def warm(client, url: str, headers: dict[str, str]):
+    """Poll until a poll is answered early: the key, the job and its version are then in
+    memory (a job's creation notice may arrive after the first read and drop it again).
+    The last answer."""
+    last = None
+
+    async def answered_early() -> bool:
+        nonlocal last
+        before = early(client)
+        last = await client.get(url, headers=headers)
+        return early(client) == before + 1
+
+    await wait_for(answered_early, timeout=10)
+    return last
+
+
 def comparable(resp) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.lower() not in _PER_REQUEST}
 
@@ -30,7 +46,7 @@ def comparable(resp) -> dict[str, str]:
 async def test_a_cached_poll_is_answered_early_exactly_as_the_full_path_would(client, acme):
     [ids] = await make_feeds(client, acme, 1)
     url = f"/jobs/{ids['submission_job_id']}"
-    first = await client.get(url, headers=acme)  # reads the database, fills the caches
+    first = await warm(client, url, acme)
     before = early(client)
     fast = await client.get(url, headers=acme)
     assert early(client) == before + 1
@@ -48,7 +64,7 @@ async def test_a_cached_poll_is_answered_early_exactly_as_the_full_path_would(cl
 async def test_an_unchanged_job_gets_its_304_early(client, acme):
     [ids] = await make_feeds(client, acme, 1)
     url = f"/jobs/{ids['validation_job_id']}"
-    etag = (await client.get(url, headers=acme)).headers["ETag"]
+    etag = (await warm(client, url, acme)).headers["ETag"]
     before = early(client)
     fast = await client.get(url, headers={**acme, "If-None-Match": etag})
     full = await client.get(f"{url}?wait=0", headers={**acme, "If-None-Match": etag})
@@ -64,7 +80,7 @@ async def test_an_unchanged_job_gets_its_304_early(client, acme):
 async def test_the_early_answer_writes_the_same_access_line(client, acme):
     [ids] = await make_feeds(client, acme, 1)
     job_id = ids["validation_job_id"]
-    await client.get(f"/jobs/{job_id}", headers=acme)
+    await warm(client, f"/jobs/{job_id}", acme)
     before = early(client)
     with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logs:
         await client.get(f"/jobs/{job_id}", headers={**acme, "x-request-id": "poll-8"})
@@ -83,7 +99,7 @@ async def test_the_early_answer_writes_the_same_access_line(client, acme):
 async def test_anything_not_in_memory_takes_the_full_path(client, acme, globex):
     [ids] = await make_feeds(client, acme, 1)
     job_id = ids["validation_job_id"]
-    await client.get(f"/jobs/{job_id}", headers=acme)
+    await warm(client, f"/jobs/{job_id}", acme)
     before = early(client)
     # another tenant's key: the cached job is not theirs, and the full path says 404
     assert (await client.get(f"/jobs/{job_id}", headers=globex)).status == 404
@@ -100,7 +116,7 @@ async def test_anything_not_in_memory_takes_the_full_path(client, acme, globex):
 async def test_an_empty_bucket_is_answered_429_by_the_full_path(client, acme):
     [ids] = await make_feeds(client, acme, 1)
     url = f"/jobs/{ids['validation_job_id']}"
-    await client.get(url, headers=acme)
+    await warm(client, url, acme)
     client.app[appkeys.LIMITER] = RateLimiter(rate=0.5, burst=2)
     before = early(client)
     statuses = [(await client.get(url, headers=acme)).status for _ in range(3)]
@@ -113,8 +129,7 @@ async def test_an_empty_bucket_is_answered_429_by_the_full_path(client, acme):
 async def test_a_changed_job_is_never_answered_from_its_old_version(client, acme):
     [ids] = await make_feeds(client, acme, 1)
     url = f"/jobs/{ids['validation_job_id']}"
-    old = (await client.get(url, headers=acme)).headers["ETag"]
-    assert (await client.get(url, headers=acme)).headers["ETag"] == old  # cached now
+    old = (await warm(client, url, acme)).headers["ETag"]
     assert (await client.post(f"{url}/run", headers=acme)).status == 202
 
     async def changed() -> bool:
