@@ -8,8 +8,9 @@ would return (trimmed, single spaces, `1234.50`, upper-case currency, ...), quot
 where the quoting means the same to Python's ``csv`` and to PostgreSQL's ``COPY ... CSV``.
 The rules a pattern cannot say (currency in ISO 4217, GTIN check digit, a real calendar
 date) are checked once per distinct value by the column's own cleaner, so ``consumer.rules``
-stays the one definition of a valid value. A block with a single doubtful line goes, whole,
-through the slow path (``csvread`` + ``validate``), which finds and explains each fault.
+stays the one definition of a valid value. A block with a single doubtful line is refused
+whole; the worker then halves it and tries each half again, down to a few dozen lines that
+go through the slow path (``csvread`` + ``validate``), which finds and explains each fault.
 
 Both paths give each row its *canonical line* (service.core.product), so they hash alike (a
 property test holds them together). With the standard header and commas, a clean line
