@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import Row, report  # noqa: E402
 from service.cli import embedded_s3  # noqa: E402
+from service.core.bus import delete_topology  # noqa: E402
 from service.core.db import admin_url  # noqa: E402
 from service.core.settings import load_settings  # noqa: E402
 
 KEY = "bench-key"
+_STACKS = itertools.count(1)  # each stack its own AMQP prefix, deleted when it stops
 
 
 def free_port() -> int:
@@ -87,7 +91,7 @@ class Stack:
             "DATABASE_URL": db_url,
             "S3_ENDPOINT_URL": s3,
             "HTTP_PORT": str(self.port),
-            "AMQP_PREFIX": f"bench{os.getpid()}.",
+            "AMQP_PREFIX": f"bench{os.getpid()}x{next(_STACKS)}.",
             "LOG_LEVEL": base_env.get("LOG_LEVEL", "INFO"),
             "RATE_LIMIT_PER_SECOND": "100000",
             "RATE_LIMIT_BURST": "100000",
@@ -144,6 +148,11 @@ class Stack:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # The stack's queues and exchanges go too (a thread: callers may be in a loop).
+        url, prefix = load_settings(self.env).amqp_url, self.env["AMQP_PREFIX"]
+        cleanup = threading.Thread(target=asyncio.run, args=(delete_topology(url, prefix),))
+        cleanup.start()
+        cleanup.join(30)
 
 
 async def upload(

@@ -15,12 +15,11 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import aio_pika
 import asyncpg
 import pytest
 
 from service.cli import embedded_s3
-from service.core.bus import Names
+from service.core.bus import delete_topology
 from service.core.db import admin_url, database_name, ensure_database
 from service.core.migrate import migrate
 from service.core.settings import Settings, load_settings
@@ -93,16 +92,7 @@ async def database_url(template_db: str) -> AsyncIterator[str]:
 async def amqp_prefix() -> AsyncIterator[str]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
-    names = Names(prefix)
-    conn = await aio_pika.connect(BASE.amqp_url)
-    try:
-        channel = await conn.channel()
-        for queue in (names.run_queue, names.dead_queue, names.s3_queue):
-            await channel.queue_delete(queue)
-        for exchange in (names.jobs, names.dlx, names.events, names.s3_events):
-            await channel.exchange_delete(exchange)
-    finally:
-        await conn.close()
+    await delete_topology(BASE.amqp_url, prefix)
 
 
 @pytest.fixture

@@ -30,6 +30,21 @@ class Names:
         self.s3_queue = f"{prefix}jobs.s3events"
 
 
+async def delete_topology(amqp_url: str, prefix: str) -> None:
+    """Delete every queue and exchange under ``prefix``, messages included: what tests and
+    benchmarks do when they are done with a prefix of their own."""
+    names = Names(prefix)
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel()
+        for queue in (names.run_queue, names.dead_queue, names.s3_queue):
+            await channel.queue_delete(queue)
+        for exchange in (names.jobs, names.dlx, names.events, names.s3_events):
+            await channel.exchange_delete(exchange)
+    finally:
+        await conn.close()
+
+
 async def _work_queue(channel: AbstractChannel, name: str, dlx: str) -> AbstractQueue:
     """A quorum queue consumers work from: redelivered at most DELIVERY_LIMIT times, then
     dead-lettered (a last resort: the consumer settles every message itself)."""
