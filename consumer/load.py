@@ -219,10 +219,20 @@ async def _keep_set(
         for _ in range(end.kept_parts):
             frame = await worker.next_frame()
             if not isinstance(frame, Kept):
-                raise await _stopped(worker)
+                raise _SetCutShort(await worker.stderr())
             yield frame.pairs
 
-    return await hash_sets.write(conn, run.feed_id, parts())
+    try:
+        return await hash_sets.write(conn, run.feed_id, parts())
+    except _SetCutShort as exc:
+        # The products are written and whole; only the cache is not: the run completes.
+        log.warning("hash_set_not_kept", reason="the worker stopped", stderr=str(exc))
+        await hash_sets.drop(conn, run.feed_id)
+        return None
+
+
+class _SetCutShort(Exception):
+    """The worker ended before sending every part of the set that stays."""
 
 
 async def _stream(

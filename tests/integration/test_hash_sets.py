@@ -134,3 +134,57 @@ async def test_a_run_of_the_staged_path_drops_the_set_it_cannot_keep(
     result, load = await run(client, acme, ids)
     assert load["known_from"] == "products" and result["updated"] == 1
     assert await stored_set(db, ids["feed_id"]) == await live(db, ids["feed_id"])
+
+
+async def test_a_write_outside_a_load_waits_for_the_loads_running_then_drops_the_sets(
+    client, acme, consumer, db
+):
+    import asyncio
+
+    from service.core.store import products
+
+    ids = await upload_feed(client, acme, feed("A,Cap,1.00,EUR"))
+    await run(client, acme, ids)
+    assert await stored_set(db, ids["feed_id"]) is not None
+    async with db.acquire() as load, db.acquire() as operator:
+        async with load.transaction():
+            await products.lock_feed(load, ids["feed_id"])  # as a load does, first
+            fix = asyncio.create_task(
+                operator.execute("UPDATE products SET price = 5 WHERE feed_id = $1", ids["feed_id"])
+            )
+            await asyncio.sleep(0.5)
+            assert not fix.done()  # held until the load's transaction ends
+            assert await stored_set(load, ids["feed_id"]) is not None
+        await asyncio.wait_for(fix, 10)
+    assert await stored_set(db, ids["feed_id"]) is None
+
+
+def test_the_lock_the_trigger_takes_is_the_one_loads_share():
+    from pathlib import Path
+
+    from service.core.store.products import OUTSIDE_WRITES_LOCK
+
+    sql = (Path(__file__).parents[2] / "sql" / "0008_hash_sets.sql").read_text()
+    assert f"pg_advisory_xact_lock({OUTSIDE_WRITES_LOCK})" in sql
+
+
+async def test_a_worker_that_stops_before_the_whole_set_leaves_no_set_and_a_completed_run(
+    client, acme, consumer, db, monkeypatch
+):
+    from consumer import load as load_path
+
+    ids = await upload_feed(client, acme, feed("A,Cap,1.00,EUR", "B,Hat,2.00,EUR"))
+    await run(client, acme, ids)
+    await put_file(client, acme, ids, feed("A,Cap,1.50,EUR", "B,Hat,2.00,EUR"))
+
+    class Unheard:  # no frame of the worker's is one: as if it stopped before the parts
+        pass
+
+    monkeypatch.setattr(load_path, "Kept", Unheard)
+    result, load = await run(client, acme, ids)
+    assert result["updated"] == 1 and load["set_pairs"] is None
+    assert await stored_set(db, ids["feed_id"]) is None
+    monkeypatch.undo()
+    result, load = await run(client, acme, ids, {"force": True})
+    assert load["known_from"] == "products" and result["unchanged"] == 2
+    assert await stored_set(db, ids["feed_id"]) == await live(db, ids["feed_id"])
