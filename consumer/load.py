@@ -23,22 +23,19 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from consumer.frames import Batch, End, Fatal, Header, Kept, WorkerConfig
-from consumer.known import SET_SIGNATURE
+from consumer import hashset
+from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
 from consumer.spool import Spool
 from service.core.contracts import ValidationResult
 from service.core.errors import JobFailure
-from service.core.logs import get_logger
 from service.core.s3 import ObjectInfo, S3Uri
 from service.core.settings import Settings
 from service.core.store import hash_sets
 from service.core.store import products as stage
 from service.core.store.products import Duplicate
 from service.core.store.runs import ClaimedRun
-
-log = get_logger("consumer.load")
 
 # A stage of at most FEW of the feed's stored rows is merged by primary-key lookups
 # (stage.merge): measured at 1M stored rows, 10k staged rows update in 0.08 s that way
@@ -109,7 +106,7 @@ async def load(
     async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
         uri, info = source
         worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
-        await _send_known(conn, worker, chosen, run.feed_id)
+        await hashset.send_known(conn, worker, chosen.config, run.feed_id)
         worker.release_file()
         phases["known_ms"] = ms_since(started)
         streamed = await _stream(conn, worker, chosen, run, progress, errors)
@@ -169,70 +166,11 @@ async def _check_and_write(
     counts = await _write(conn, chosen, streamed, run, rows_valid)
     phases["merge_ms"] = ms_since(started)
     if chosen.config.keep_set and end.set_changed:
-        run.stats["set_pairs"] = await _keep_set(conn, worker, run, streamed, counts)
+        run.stats["set_pairs"] = await hashset.keep_set(
+            conn, worker, run, end, streamed.pairs, counts
+        )
         phases["set_ms"] = ms_since(started)
     return rows_valid, counts
-
-
-async def _send_known(
-    conn: asyncpg.Connection, worker: WorkerSession, chosen: Plan, feed_id: str
-) -> None:
-    """The feed's stored hashes, to a worker that recognises rows: its packed set when it
-    has one, else a scan of its products (a first load has none)."""
-    if not chosen.recognise:
-        return
-    if chosen.config.set_stored:
-        await worker.send_chunk(SET_SIGNATURE)
-        await hash_sets.read_each(conn, feed_id, worker.send_chunk)
-    elif not chosen.direct:
-        await stage.copy_stored_hashes(conn, feed_id, worker.send_chunk)
-    await worker.send_chunk(b"")
-
-
-async def _keep_set(
-    conn: asyncpg.Connection,
-    worker: WorkerSession,
-    run: ClaimedRun,
-    streamed: Streamed,
-    counts: stage.MergeCounts,
-) -> int | None:
-    """Write the feed's new hash set (its pairs written, then the stored ones that stay),
-    last in the run's transaction. Only when PostgreSQL's counts agree with the worker's
-    (every row it sent was written, every gone row deleted): else no set is kept, and the
-    next run reads the feed's products instead (None)."""
-    end = streamed.end
-    sent = end.rows_valid - end.unchanged
-    spool = streamed.pairs
-    pairs = spool.size // hash_sets.PAIR_BYTES if spool is not None else 0
-    gone = len(end.gone) if run.options.mode == "snapshot" else 0
-    if not (counts.inserted + counts.updated == sent == pairs and counts.deleted == gone):
-        log.warning(
-            "hash_set_not_kept", sent=sent, pairs=pairs, gone=gone, **msgspec.structs.asdict(counts)
-        )
-        await hash_sets.drop(conn, run.feed_id)
-        return None
-
-    async def parts() -> AsyncIterator[bytes]:
-        if spool is not None:
-            for part in spool.parts(hash_sets.PART_BYTES):
-                yield part
-        for _ in range(end.kept_parts):
-            frame = await worker.next_frame()
-            if not isinstance(frame, Kept):
-                raise _SetCutShort(await worker.stderr())
-            yield frame.pairs
-
-    try:
-        return await hash_sets.write(conn, run.feed_id, parts())
-    except _SetCutShort as exc:
-        # The products are written and whole; only the cache is not: the run completes.
-        log.warning("hash_set_not_kept", reason="the worker stopped", stderr=str(exc))
-        await hash_sets.drop(conn, run.feed_id)
-        return None
-
-
-class _SetCutShort(Exception):
-    """The worker ended before sending every part of the set that stays."""
 
 
 async def _stream(

@@ -171,7 +171,7 @@ def test_the_lock_the_trigger_takes_is_the_one_loads_share():
 async def test_a_worker_that_stops_before_the_whole_set_leaves_no_set_and_a_completed_run(
     client, acme, consumer, db, monkeypatch
 ):
-    from consumer import load as load_path
+    from consumer import hashset
 
     ids = await upload_feed(client, acme, feed("A,Cap,1.00,EUR", "B,Hat,2.00,EUR"))
     await run(client, acme, ids)
@@ -180,7 +180,7 @@ async def test_a_worker_that_stops_before_the_whole_set_leaves_no_set_and_a_comp
     class Unheard:  # no frame of the worker's is one: as if it stopped before the parts
         pass
 
-    monkeypatch.setattr(load_path, "Kept", Unheard)
+    monkeypatch.setattr(hashset, "Kept", Unheard)
     result, load = await run(client, acme, ids)
     assert result["updated"] == 1 and load["set_pairs"] is None
     assert await stored_set(db, ids["feed_id"]) is None
