@@ -188,3 +188,28 @@ async def test_a_worker_that_stops_before_the_whole_set_leaves_no_set_and_a_comp
     result, load = await run(client, acme, ids, {"force": True})
     assert load["known_from"] == "products" and result["unchanged"] == 2
     assert await stored_set(db, ids["feed_id"]) == await live(db, ids["feed_id"])
+
+
+async def test_feeds_loading_at_once_keep_each_its_own_set(client, acme, consumer, db):
+    import asyncio
+
+    feeds = [await upload_feed(client, acme, feed(f"{s},Cap,1.00,EUR")) for s in "AB"]
+    for ids in feeds:
+        await run(client, acme, ids)
+    for ids, sku in zip(feeds, "AB", strict=True):
+        await put_file(client, acme, ids, feed(f"{sku},Cap,2.00,EUR", "N,New,3.00,EUR"))
+    with structlog.testing.capture_logs() as logs:  # one capture for both runs
+        jobs = await asyncio.gather(
+            *(run_and_wait(client, acme, ids["validation_job_id"]) for ids in feeds)
+        )
+
+        async def both_logged() -> list[dict]:
+            done = [e for e in logs if e["event"] == "run_completed"]
+            return done if len(done) == 2 else []
+
+        done = {e["job_id"]: e["load"] for e in await wait_for(both_logged, timeout=10)}
+    for job, ids in zip(jobs, feeds, strict=True):
+        result = job["result"]
+        assert done[job["job_id"]]["known_from"] == "set"
+        assert (result["updated"], result["inserted"]) == (1, 1)
+        assert await stored_set(db, ids["feed_id"]) == await live(db, ids["feed_id"])
