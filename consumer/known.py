@@ -7,7 +7,10 @@ them is unchanged and goes no further; the rest are staged. ``SeenSkus`` remembe
 met in this file that are not stored (first loads: all of them), so that a later occurrence
 of a sku is rejected as ``DUPLICATE_SKU`` naming the first, wherever the two went.
 
-Both answer a block of rows at a time, in line order, with vectorised lookups.
+Both answer a block of rows at a time, in line order, with vectorised lookups. At the end
+of a run that changed the feed's hash set, ``KnownRows.kept`` sends the stored pairs that
+stay, part by part (5 more bytes a product for that moment: which stay, and the sku of
+each row).
 """
 
 from __future__ import annotations
