@@ -68,7 +68,6 @@ class Streamed(msgspec.Struct):
     end: End
     ignored: list[str]
     table: str | None  # the stage (None: nothing staged)
-    pairs: Spool | None = None  # the hash pairs of the rows written (WorkerConfig.keep_set)
 
 
 async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) -> Plan:
@@ -103,31 +102,33 @@ async def load(
     phases = run.phases
     await stage.lock_feed(conn, run.feed_id)
     chosen = await plan(conn, settings, run)
-    async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
-        uri, info = source
-        worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
-        await hashset.send_known(conn, worker, chosen.config, run.feed_id)
-        worker.release_file()
-        phases["known_ms"] = ms_since(started)
-        streamed = await _stream(conn, worker, chosen, run, progress, errors)
-        await worker.file_sent()
-        end = streamed.end
-        run.stats = {
-            "path": chosen.path,
-            "known_from": chosen.known_from,
-            "fast_rows": end.fast_rows,
-            "known_rows": end.known_rows,
-            "known_bytes": end.known_bytes,
-            "worker_ms": end.timings_ms,
-        }
-        phases["copy_ms"] = ms_since(started)
-        try:
+    # The hash pairs of the rows written, kept aside until the feed's new set is written.
+    pairs = Spool() if chosen.config.keep_set else None
+    try:
+        async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
+            uri, info = source
+            worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
+            await hashset.send_known(conn, worker, chosen.config, run.feed_id)
+            worker.release_file()
+            phases["known_ms"] = ms_since(started)
+            streamed = await _stream(conn, worker, chosen, run, progress, errors, pairs)
+            await worker.file_sent()
+            end = streamed.end
+            run.stats = {
+                "path": chosen.path,
+                "known_from": chosen.known_from,
+                "fast_rows": end.fast_rows,
+                "known_rows": end.known_rows,
+                "known_bytes": end.known_bytes,
+                "worker_ms": end.timings_ms,
+            }
+            phases["copy_ms"] = ms_since(started)
             rows_valid, counts = await _check_and_write(
-                conn, worker, chosen, run, streamed, errors, started
+                conn, worker, chosen, run, streamed, errors, started, pairs
             )
-        finally:
-            if streamed.pairs is not None:
-                streamed.pairs.close()
+    finally:
+        if pairs is not None:
+            pairs.close()
     return ValidationResult(
         rows_read=end.rows_read,
         rows_valid=rows_valid,
@@ -154,6 +155,7 @@ async def _check_and_write(
     streamed: Streamed,
     errors: ErrorSink,
     started: float,
+    pairs: Spool | None,
 ) -> tuple[int, stage.MergeCounts]:
     """Steps 3 and 4 (the valid rows and what was written), then the feed's new hash set."""
     phases, end = run.phases, streamed.end
@@ -166,9 +168,7 @@ async def _check_and_write(
     counts = await _write(conn, chosen, streamed, run, rows_valid)
     phases["merge_ms"] = ms_since(started)
     if chosen.config.keep_set and end.set_changed:
-        run.stats["set_pairs"] = await hashset.keep_set(
-            conn, worker, run, end, streamed.pairs, counts
-        )
+        run.stats["set_pairs"] = await hashset.keep_set(conn, worker, run, end, pairs, counts)
         phases["set_ms"] = ms_since(started)
     return rows_valid, counts
 
@@ -180,6 +180,7 @@ async def _stream(
     run: ClaimedRun,
     progress: Progress,
     errors: ErrorSink,
+    pairs: Spool | None,
 ) -> Streamed:
     first = await worker.next_frame()
     if isinstance(first, Fatal):
@@ -199,17 +200,11 @@ async def _stream(
         await stage.create_stage(conn, table)
     run.phases["setup_ms"] = ms_since(progress.started)
     state: dict[str, End] = {}
-    pairs = Spool() if chosen.config.keep_set else None
-    try:
-        await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state, pairs))
-    except BaseException:
-        if pairs is not None:
-            pairs.close()
-        raise
+    await stage.copy_rows(conn, table, _payloads(worker, errors, progress, state, pairs))
     end = state.get("end")
     if end is None:
         raise await _stopped(worker)
-    return Streamed(end=end, ignored=first.ignored, table=table, pairs=pairs)
+    return Streamed(end=end, ignored=first.ignored, table=table)
 
 
 async def _stopped(worker: WorkerSession) -> JobFailure:

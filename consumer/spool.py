@@ -21,13 +21,10 @@ class Spool:
         self.size += len(data)
 
     def parts(self, size: int) -> Iterator[bytes]:
-        """Everything written, from the start, in parts of ``size`` bytes; then closed."""
-        try:
-            self._file.seek(0)
-            while part := self._file.read(size):
-                yield part
-        finally:
-            self.close()
+        """Everything written, from the start, in parts of ``size`` bytes."""
+        self._file.seek(0)
+        while part := self._file.read(size):
+            yield part
 
     def close(self) -> None:
         self._file.close()

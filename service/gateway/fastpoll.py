@@ -23,7 +23,7 @@ from aiohttp import web
 
 from service.core.logs import get_logger
 from service.gateway import appkeys
-from service.gateway.jobs_view import BODIES, etag_matches
+from service.gateway.jobs_view import BODIES, respond
 from service.gateway.metrics import METRICS
 from service.gateway.middleware import new_request_id, record
 
@@ -59,19 +59,13 @@ def answer(app: web.Application, request: web.Request) -> web.Response | None:
     if not allowed:
         return None  # the full path answers 429 (an empty bucket loses nothing more)
     request_id = new_request_id(headers.get("x-request-id", ""))
-    rendered = app[BODIES].of(row)
-    fresh = etag_matches(headers.get("If-None-Match"), rendered.etag)
-    out = {
-        **(rendered.not_modified if fresh else rendered.headers),
+    extra = {  # what the middlewares add to the full path's answer
         "RateLimit-Limit": limiter.limit_text,
         "RateLimit-Remaining": str(remaining),
         "RateLimit-Reset": "0",
         "x-request-id": request_id,
     }
-    if fresh:
-        response = web.Response(status=304, headers=out)
-    else:
-        response = web.Response(body=rendered.body, headers=out)
+    response = respond(app[BODIES].of(row), headers.get("If-None-Match"), extra=extra)
     metrics = app[METRICS]
     metrics.early_polls.count += 1
     record(

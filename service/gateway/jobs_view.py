@@ -82,7 +82,19 @@ BODIES = web.AppKey("job_bodies", Bodies)
 
 
 def job_response(row: JobRecord, request: web.Request, *, status: int = 200) -> web.Response:
-    rendered = request.app[BODIES].of(row)
-    if status == 200 and etag_matches(request.headers.get("If-None-Match"), rendered.etag):
-        return web.Response(status=304, headers=rendered.not_modified)
-    return web.Response(status=status, body=rendered.body, headers=rendered.headers)
+    return respond(request.app[BODIES].of(row), request.headers.get("If-None-Match"), status)
+
+
+def respond(
+    rendered: Rendered,
+    if_none_match: str | None,
+    status: int = 200,
+    extra: dict[str, str] | None = None,
+) -> web.Response:
+    """A job version's answer: 304 when the client has it, else its body (``extra``:
+    headers of this request, such as its id)."""
+    if status == 200 and etag_matches(if_none_match, rendered.etag):
+        headers = {**rendered.not_modified, **extra} if extra else rendered.not_modified
+        return web.Response(status=304, headers=headers)
+    headers = {**rendered.headers, **extra} if extra else rendered.headers
+    return web.Response(status=status, body=rendered.body, headers=headers)

@@ -35,7 +35,7 @@ async def exists(conn: asyncpg.Connection, feed_id: str) -> bool:
 async def write(conn: asyncpg.Connection, feed_id: str, parts: AsyncIterable[bytes]) -> int:
     """Replace the feed's set with ``parts`` (each a whole number of pairs); the number
     of pairs written."""
-    await conn.execute("DELETE FROM feed_hash_sets WHERE feed_id = $1", feed_id)
+    await drop(conn, feed_id)
     count = part = 0
     async for pairs in parts:
         if not pairs:
