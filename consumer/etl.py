@@ -18,7 +18,15 @@ import msgspec
 
 from consumer import load
 from consumer.metrics import ConsumerMetrics
-from consumer.progress import ErrorSink, LeaseLost, Progress, RunCancelled, count_text, ms_since
+from consumer.progress import (
+    Activity,
+    ErrorSink,
+    LeaseLost,
+    Progress,
+    RunCancelled,
+    count_text,
+    ms_since,
+)
 from consumer.session import Spawner
 from service.core.contracts import EffectiveOptions, JobError, ValidationResult, job_error_code
 from service.core.errors import InvalidRequest, JobFailure
@@ -70,7 +78,7 @@ class Deps(msgspec.Struct):
 RunEnd = Literal["completed", "failed", "cancelled", "lease_lost", "interrupted"]
 
 
-async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
+async def execute(deps: Deps, run: ClaimedRun, activity: Activity | None = None) -> RunEnd:
     """Run the ETL and record its outcome; never raises for the run's own failures.
 
     A fault of a dependency (PostgreSQL or S3 unreachable) mid-run is ``interrupted``: the
@@ -84,7 +92,7 @@ async def execute(deps: Deps, run: ClaimedRun) -> RunEnd:
         "run_started", mode=run.options.mode, dry_run=run.options.dry_run, force=run.options.force
     )
     try:
-        result, etag, size = await _load(deps, run, started)
+        result, etag, size = await _load(deps, run, started, activity or Activity())
     except asyncio.CancelledError:
         bound.warning("run_abandoned", duration_ms=ms_since(started))
         raise
@@ -149,7 +157,9 @@ def _summary(r: ValidationResult) -> str:
     )
 
 
-async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[ValidationResult, str, int]:
+async def _load(
+    deps: Deps, run: ClaimedRun, started: float, activity: Activity
+) -> tuple[ValidationResult, str, int]:
     uri = await _readable_uri(deps, run)
     info = await head(deps.s3, uri) if uri else None
     if uri is None or info is None:
@@ -162,16 +172,24 @@ async def _load(deps: Deps, run: ClaimedRun, started: float) -> tuple[Validation
         skipped = await _file_skip(deps, run, info.etag, info.size, started)
         if skipped is not None:
             return skipped, info.etag, info.size
-    progress = Progress(deps.pool, run, info.size)
+    progress = Progress(deps.pool, run, info.size, activity)
     progress.started = started
     errors = ErrorSink(deps.pool, run)
-    async with deps.pool.acquire() as conn, conn.transaction():
-        result = await load.load(
-            conn, deps.settings, deps.s3, run, (uri, info), progress, errors, deps.spawner
-        )
-        if not run.options.dry_run:
-            await stage.mark_loaded(conn, run.feed_id)
-        await _complete(conn, run, result, (info.etag, info.size))
+    async with deps.pool.acquire() as conn:
+        # Named for the runner's watchdog until the transaction has ended (its rollback
+        # included), never once the connection is back in the pool for someone else.
+        activity.backend_pid = conn.get_server_pid()
+        activity.touch()
+        try:
+            async with conn.transaction():
+                result = await load.load(
+                    conn, deps.settings, deps.s3, run, (uri, info), progress, errors, deps.spawner
+                )
+                if not run.options.dry_run:
+                    await stage.mark_loaded(conn, run.feed_id)
+                await _complete(conn, run, result, (info.etag, info.size))
+        finally:
+            activity.backend_pid = None
         return result, info.etag, info.size
 
 

@@ -21,6 +21,22 @@ class RunCancelled(Exception):
     pass
 
 
+class Activity:
+    """When a run last moved (a chunk of the file, a frame of the worker, a statement
+    started) and which PostgreSQL backend holds its transaction: the runner's heartbeat
+    reads both to tell a run that is slow from one that hangs (consumer/runner.py)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.backend_pid: int | None = None
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last
+
+
 class LeaseLost(Exception):
     pass
 
@@ -64,9 +80,16 @@ class ErrorSink:
 
 
 class Progress:
-    def __init__(self, pool: asyncpg.Pool, run: ClaimedRun, bytes_total: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        run: ClaimedRun,
+        bytes_total: int,
+        activity: Activity | None = None,
+    ) -> None:
         self.pool = pool
         self.run = run
+        self.activity = activity or Activity()
         self.bytes_total = bytes_total
         self.bytes_read = 0
         self.rows_read = 0
@@ -75,8 +98,10 @@ class Progress:
 
     def read(self, size: int) -> None:
         self.bytes_read += size
+        self.activity.touch()
 
     async def tick(self, force: bool = False) -> None:
+        self.activity.touch()
         now = time.monotonic()
         if not force and now - self.last < PROGRESS_EVERY:
             return

@@ -113,9 +113,17 @@ class WorkerSession:
     # -- to the worker --------------------------------------------------------------------
 
     async def send_chunk(self, data: bytes) -> None:
-        """One length-prefixed chunk of the stored hashes (an empty one ends them)."""
-        self._stdin.write(len(data).to_bytes(4, "big") + data)
-        await self._stdin.drain()
+        """One length-prefixed chunk of the stored hashes (an empty one ends them).
+
+        Never raises: it is the output callback of a COPY, and an exception there leaves
+        asyncpg's connection waiting for ever on its own cancel request. A worker that
+        stopped reading has ended: the run's next frame read says so (PARSE_FAILED, with
+        what it wrote on stderr)."""
+        if self._stdin.is_closing():
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._stdin.write(len(data).to_bytes(4, "big") + data)
+            await self._stdin.drain()
 
     def feed_file(self, s3: Any, uri: S3Uri, etag: str, on_chunk: Callable[[int], None]) -> None:
         """Stream the object to the worker's stdin, in a task of its own. The object is
@@ -130,6 +138,9 @@ class WorkerSession:
                     on_chunk(len(chunk))
                     self._stdin.write(chunk)
                     await self._stdin.drain()
+                # Never close stdin before the stored hashes are all sent: an empty object
+                # has no chunk to wait on, and a closed pipe would cut them short.
+                await self._file_gate.wait()
             except (BrokenPipeError, ConnectionResetError):
                 return  # the worker stopped reading (a fatal fault it reports itself)
             except asyncio.CancelledError:
@@ -138,8 +149,9 @@ class WorkerSession:
                 await self._file_gate.wait()  # the stored hashes are not cut short
                 raise
             finally:
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._stdin.close()
+                if self._file_gate.is_set():
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self._stdin.close()
 
         self._feeder = asyncio.create_task(feed(), name=f"s3-feed-{self.name}")
 

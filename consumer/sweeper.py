@@ -17,7 +17,7 @@ SWEEP_LOCK = 0x7377_6565_70  # "sweep"
 async def sweep(
     pool: asyncpg.Pool, *, max_attempts: int, requeue_after: int, queue_is_empty: bool
 ) -> dict[str, int]:
-    counts = {"requeued": 0, "failed": 0, "republished": 0}
+    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "republished": 0}
     async with pool.acquire() as conn, conn.transaction():
         if not await locks.try_xact_lock(conn, SWEEP_LOCK):
             return counts
@@ -32,6 +32,8 @@ async def sweep(
                     reason="lease_expired",
                     losses=job.losses + 1,
                 )
+            elif outcome == "cancelled":
+                log.info("run_cancelled", job_id=job.id, attempt=attempt, reason="lease_expired")
             else:
                 log.error("run_failed", job_id=job.id, code="WORKER_LOST", attempt=attempt)
         if queue_is_empty:

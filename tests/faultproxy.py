@@ -27,6 +27,8 @@ class FaultProxy:
         self._links: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0  # accepted since start: tests use it to see reconnects
+        self._flowing = asyncio.Event()  # cleared by freeze(): bytes stop, links stay open
+        self._flowing.set()
 
     @classmethod
     def for_url(cls, url: str) -> FaultProxy:
@@ -74,12 +76,20 @@ class FaultProxy:
                 self._links.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
+
+    def freeze(self) -> None:
+        """Stop forwarding bytes but keep every connection open: a dependency that hangs
+        (answers nothing, never closes) rather than one that is down."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def cut(self) -> None:
         """Refuse new connections and drop every open one, as a crashed service would."""

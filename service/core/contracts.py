@@ -42,6 +42,7 @@ JOB_ERROR_CODES: dict[str, str] = {
     "INTERNAL_ERROR": "a bug; the load was rolled back and the log has the traceback",
     # Of one run in /runs only: the job itself went on.
     "ABANDONED": "the consumer shut down mid-run; the run was rolled back and re-queued",
+    "STALLED": "the run made no progress for RUN_STALL_SECONDS; rolled back and re-queued",
     # Of submission (JS) jobs: the upload did not complete, so no file version was stored.
     "UPLOAD_FAILED": "the upload broke off (client disconnect, storage error)",
     "PAYLOAD_TOO_LARGE": "the upload exceeded MAX_UPLOAD_BYTES",
@@ -81,6 +82,7 @@ JobErrorCode = Literal[
     "PARSE_FAILED",
     "INTERNAL_ERROR",
     "ABANDONED",
+    "STALLED",
     "UPLOAD_FAILED",
     "PAYLOAD_TOO_LARGE",
     "REQUEST_TIMEOUT",

@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Recognise unchanged rows in the parse worker (consumer/load.py); false: the staged path
     recognise_rows: bool = True
     lease_seconds: int = 30
+    # A run with no chunk of its file and no frame of its worker this long, while its
+    # PostgreSQL backend has nothing to do, is stuck: stopped and re-queued (an
+    # interruption, so MAX_INTERRUPTIONS bounds it).
+    run_stall_seconds: float = 120.0
     max_attempts: int = 3  # lost consumers per run request before WORKER_LOST
     max_interruptions: int = 10  # dependency interruptions per run request before INTERRUPTED
     shutdown_grace_seconds: int = 20

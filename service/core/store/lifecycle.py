@@ -269,13 +269,17 @@ async def release(
     pool: asyncpg.Pool, run: ClaimedRun, reason: ReleaseReason, *, max_interruptions: int
 ) -> Released:
     """Give a run back that this consumer cannot finish: re-queued at once as the next
-    attempt. A shutdown costs the run request nothing; an interruption by a dependency
-    counts, and the ``max_interruptions``-th fails the job with INTERRUPTED."""
+    attempt, or cancelled if a cancel was asked meanwhile. A shutdown costs the run request
+    nothing; an interruption by a dependency (or a stall) counts, and the
+    ``max_interruptions``-th fails the job with INTERRUPTED."""
     async with pool.acquire() as conn, conn.transaction():
         job = await jobs_store.lock_job(conn, run.job_id)
         if job is None or job.status != "running" or job.attempt != run.attempt:
             return "gone"
-        if reason == "interrupted" and job.interruptions + 1 >= max_interruptions:
+        if job.cancel_requested:  # a cancel answered 202 survives any re-queue
+            await cancelled(conn, run)
+            return "cancelled"
+        if reason != "shutdown" and job.interruptions + 1 >= max_interruptions:
             message = (
                 f"Interrupted {job.interruptions + 1} times by unavailable dependencies"
                 f" (PostgreSQL, S3); {max_interruptions} is the limit"
@@ -285,6 +289,9 @@ async def release(
             return "failed"
         if reason == "shutdown":
             await _end_run_record(conn, run, JobError("ABANDONED", "The consumer stopped"))
+        elif reason == "stalled":
+            why = "The run made no progress for RUN_STALL_SECONDS and was stopped"
+            await _end_run_record(conn, run, JobError("STALLED", why))
         else:
             why = "A dependency (PostgreSQL or S3) went away mid-run"
             await _end_run_record(conn, run, JobError("INTERRUPTED", why))
@@ -298,8 +305,12 @@ async def release(
 async def expire(conn: asyncpg.Connection, job: JobRow, *, max_attempts: int) -> tuple[str, int]:
     """A locked running job whose lease ran out: its consumer is gone. Re-queued while the
     run request has lost fewer than ``max_attempts`` consumers, else failed WORKER_LOST.
-    Returns what happened (``requeued`` or ``failed``) and the attempt it names."""
+    Returns what happened (``requeued``, ``failed``, or ``cancelled`` when a cancel was
+    asked of the lost run) and the attempt it names."""
     run = RunKey(job_id=job.id, attempt=job.attempt)
+    if job.cancel_requested:  # a cancel answered 202 survives the lost consumer
+        await cancelled(conn, run)
+        return "cancelled", run.attempt
     losses = job.losses + 1  # this run request's lost consumers, this one included
     if losses < max_attempts:
         why = "The consumer stopped renewing its lease"

@@ -18,8 +18,8 @@ from service.core.store.rows import FeedRow, JobRow, columns, many, one
 
 # What queueing a run costs the run request's retry budget (see queue_runs).
 Spend = Literal["new_request", "loss", "interruption", "nothing"]
-ReleaseReason = Literal["shutdown", "interrupted"]
-Released = Literal["requeued", "failed", "gone"]
+ReleaseReason = Literal["shutdown", "interrupted", "stalled"]
+Released = Literal["requeued", "failed", "cancelled", "gone"]
 
 
 class ClaimOutcome(enum.Enum):
@@ -116,3 +116,22 @@ async def republish(conn: asyncpg.Connection, job: JobRow) -> None:
     waits from now."""
     await outbox.add_run_requests(conn, [(job.id, job.attempt, None)])
     await conn.execute("UPDATE jobs SET queued_at = now() WHERE id = $1", job.id)
+
+
+async def backend_busy(db: asyncpg.Pool, pid: int) -> bool:
+    """Whether PostgreSQL is working on the backend's statement right now (running it, or
+    waiting for a lock it needs): a run whose backend is busy is slow, not stuck. A COPY
+    FROM STDIN waiting for our next bytes (``ClientRead``) is not busy: it waits on us."""
+    return bool(
+        await db.fetchval(
+            "SELECT state = 'active' AND wait_event IS DISTINCT FROM 'ClientRead'"
+            " FROM pg_stat_activity WHERE pid = $1",
+            pid,
+        )
+    )
+
+
+async def terminate_backend(db: asyncpg.Pool, pid: int) -> bool:
+    """End a run's backend: its transaction rolls back, and whatever waits on it (a client
+    library wedged on its own cancel request included) sees the connection close."""
+    return bool(await db.fetchval("SELECT pg_terminate_backend($1)", pid))
