@@ -25,7 +25,7 @@ from consumer.scheduler import Scheduler
 from service.core import s3_events
 from service.core.bus import Names, declare_topology, open_connection
 from service.core.contracts import RunRequest
-from service.core.db import create_pool, ensure_database
+from service.core.db import create_pool
 from service.core.listener import JobWatcher
 from service.core.logs import get_logger
 from service.core.migrate import migrate
@@ -64,7 +64,6 @@ class Consumer:
 
     async def start(self) -> None:
         s = self.settings
-        await ensure_database(s.database_url)
         pool = await create_pool(
             s.database_url, max_size=s.consumer_concurrency * 3 + 3, retries=s.connect_retries
         )

@@ -53,22 +53,34 @@ async def ensure_database(url: str) -> bool:
 
 
 async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
-    """A pool, once PostgreSQL answers: ``retries`` tries at start-up, with backoff."""
+    """A pool on the database ``url`` names (created first if it does not exist), once
+    PostgreSQL answers. A process started during an outage waits, with the backoff of
+    every other connection, logging each wait (``postgres_waiting``) and then
+    ``postgres_ready``: ``retries`` tries at most, 0 for as long as it takes."""
     backoff = Backoff(0.5, 5.0)
-    for attempt in range(1, retries + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
+            await ensure_database(url)
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=max_size, command_timeout=None
             )
             assert pool is not None
+            if attempt > 1:
+                log.info("postgres_ready", attempts=attempt)
             return pool
         except UNREACHABLE as exc:
-            if attempt == retries:
+            if retries and attempt >= retries:
                 raise
             delay = backoff.next()
-            log.warning("postgres_connect_retry", attempt=attempt, error=str(exc), delay_s=delay)
+            log.warning(
+                "postgres_waiting",
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                delay_s=delay,
+            )
             await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 async def drop_database(url: str) -> None:

@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bad_key_rate_per_second: float = 5.0  # failed API-key attempts per client address
     bad_key_burst: int = 20
     db_pool_max: int = 10
-    connect_retries: int = 10
+    connect_retries: int = 0  # start-up tries of PostgreSQL; 0: wait as long as it takes
     demo_api_key: str | None = None
     dev_data_dir: str = ".data"  # make run: where the embedded S3's objects are kept
 

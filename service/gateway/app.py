@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from service.core.bus import Names
-from service.core.db import create_pool, ensure_database
+from service.core.db import create_pool
 from service.core.listener import JobWatcher
 from service.core.logs import get_logger
 from service.core.migrate import migrate
@@ -50,7 +50,6 @@ def _supervise(
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    await ensure_database(settings.database_url)
     pool = await create_pool(
         settings.database_url, max_size=settings.db_pool_max, retries=settings.connect_retries
     )

@@ -48,10 +48,16 @@ async def running_consumer(settings: Settings) -> AsyncIterator[Consumer]:
 
 
 def consumer_process(
-    settings: Settings, *, new_session: bool = False, module: str = "consumer", **extra: str
+    settings: Settings,
+    *,
+    new_session: bool = False,
+    module: str = "consumer",
+    logs: bool = False,
+    **extra: str,
 ) -> subprocess.Popen[bytes]:
     """``python -m consumer`` (or ``service``: the gateway) as its own process, configured
-    like ``settings``."""
+    like ``settings``; ``logs``: its output (JSON log lines, any traceback) kept for the test
+    to read with ``communicate()``."""
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -66,7 +72,8 @@ def consumer_process(
     return subprocess.Popen(
         [sys.executable, "-m", module],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if logs else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if logs else None,
         start_new_session=new_session,
     )
 
