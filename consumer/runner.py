@@ -96,6 +96,8 @@ class Runner:
             except Exception as exc:  # keep trying: the lease still has time
                 log.warning("lease_renewal_failed", job_id=run.job_id, error=repr(exc))
                 continue
+            if work.done():  # it ended while we renewed: a lease it no longer needs
+                break
             if lease is Lease.LOST:
                 cancelled_for = "lease_lost"
                 log.warning("run_lease_lost", job_id=run.job_id, attempt=run.attempt)

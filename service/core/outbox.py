@@ -30,8 +30,9 @@ RELAY_LOCK = 0x6F75_7462_6F78  # "outbox"
 BATCH = 200
 
 
-class BrokerLost(Exception):
-    """The AMQP connection closed under the relay."""
+class BrokerLost(ConnectionError):
+    """The AMQP connection closed under the relay: a dependency fault (retry.TRANSIENT),
+    logged as a warning with its reason, never as a crash."""
 
 
 class OutboxRelay:

@@ -95,7 +95,7 @@ async def retry_forever(
         log.warning(
             "background_retry",
             task=name,
-            error=None if error is None else f"{type(error).__name__}: {error}"[:500],
+            error="it ended" if error is None else f"{type(error).__name__}: {error}"[:500],
             delay_s=round(delay, 2),
         )
         raise_if_cancelling()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import aiohttp
 import msgspec
+import structlog
 import pytest
 
 from consumer import sweeper
@@ -112,9 +113,16 @@ async def test_broker_drop_mid_load_keeps_the_run_and_consuming(
     ids = await upload_feed(client, ACME, big)
     jv = ids["validation_job_id"]
     async with running_consumer(via) as consumer:
-        await _cut_mid_load(client, jv, amqp_proxy, 0.5)
-        done = await wait_terminal(client, ACME, jv, timeout=90)
+        with structlog.testing.capture_logs() as logs:
+            await _cut_mid_load(client, jv, amqp_proxy, 0.5)
+            done = await wait_terminal(client, ACME, jv, timeout=90)
         assert done["status"] == "completed" and done["attempt"] == 1
+        # An expected dependency loss is a warning with its reason: no ERROR, no traceback,
+        # and no lease "lost" by a run that had just completed.
+        assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+        assert [e for e in logs if "exc_info" in e] == []
+        assert any(e["event"] == "background_retry" for e in logs)
+        assert not any(e["event"] == "run_lease_lost" for e in logs)
         assert done["result"]["inserted"] == 150_000
         # Still consuming after the drop: the next request runs too.
         await wait_for(lambda: _flag(consumer.consuming), timeout=15)
