@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_inflate_ratio: int = 200
     max_json_body_bytes: int = 64 * 1024
     upload_read_timeout_seconds: float = 60.0  # an upload that sends nothing this long: 408
+    # ... and over each such window of waiting for the client, at least this on average
+    upload_min_bytes_per_second: int = 1024
+    upload_deadline_seconds: float = 3600.0  # an upload's whole time, however fast
     consumer_concurrency: int = 2
     consumer_metrics_port: int = 9101  # the consumer's /metrics, /healthz, /readyz; 0 = off
     fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +23,8 @@ from service.core.contracts import (
 from service.core.errors import (
     FeedNotFound,
     InvalidRequest,
-    RequestTimeout,
     ScheduleNotFound,
     ServiceError,
-    UnsupportedMediaType,
 )
 from service.core.logs import get_logger
 from service.core.s3 import S3Uri, head, parse_s3_uri, upload_stream
@@ -39,18 +35,11 @@ from service.core.store import schedules as schedules_store
 from service.gateway import appkeys
 from service.gateway.bodies import json_response, list_query, page, query_int, read_json
 from service.gateway.middleware import principal
+from service.gateway.uploads import UploadBody, check_upload_type
 
 log = get_logger(__name__)
 routes = web.RouteTableDef()
 
-UPLOAD_TYPES = (
-    "text/csv",
-    "application/csv",
-    "text/plain",
-    "application/gzip",
-    "application/x-gzip",
-    "application/octet-stream",
-)
 DELIMITERS = {",": ",", ";": ";", "|": "|", "\t": "\t", "tab": "\t", "\\t": "\t"}
 
 
@@ -80,39 +69,16 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
     return {"mode": mode, "delimiter": delimiter, "name": name, "max_rejected_rows": max_rejected}
 
 
-async def _body(request: web.Request, timeout: float) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client that sends nothing for ``timeout`` seconds
-    gets 408 instead of holding a connection and an S3 multipart upload forever."""
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"No body bytes arrived for {timeout:g} seconds; the upload was abandoned",
-                details={"timeout_s": timeout},
-            ) from None
-        if not chunk:
-            if not request.content.is_eof():
-                continue
-            return
-        yield chunk
-
-
-async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -> None:
+async def _receive(
+    request: web.Request, body: UploadBody, feed_id: str, js_id: str, uri: S3Uri
+) -> None:
     """Stream the body to S3 and record the outcome in the JS job and the feed: the feed's
     file becomes this version on success; a first upload that fails leaves the feed
     ``upload_failed`` (not runnable), a later one leaves the previous version in place."""
     app = request.app
     pool = app[appkeys.POOL]
-    settings = app[appkeys.SETTINGS]
     try:
-        stored = await upload_stream(
-            app[appkeys.S3],
-            uri,
-            _body(request, settings.upload_read_timeout_seconds),
-            limit=settings.max_upload_bytes,
-        )
+        stored = await upload_stream(app[appkeys.S3], uri, body.chunks(), limit=body.limit)
     except BaseException as exc:
         if isinstance(exc, ServiceError):
             # A documented job error code (contracts.JOB_ERROR_CODES), else the general one.
@@ -143,21 +109,14 @@ async def _receive(request: web.Request, feed_id: str, js_id: str, uri: S3Uri) -
     log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
 
 
-def _check_upload_type(request: web.Request) -> None:
-    if request.content_type not in UPLOAD_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {request.content_type} is not accepted: send the CSV as text/csv"
-            " (optionally with Content-Encoding: gzip), or JSON with an s3_uri",
-            details={"content_type": request.content_type},
-        )
-
-
 @routes.post("/feeds")
 async def create_feed(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
         return await _register(request)
-    _check_upload_type(request)
+    check_upload_type(request)
     opts = _upload_options(request)
+    body = UploadBody(request, request.app[appkeys.SETTINGS])
+    await body.open()  # an empty or too large body is refused before the feed exists
     p = principal(request)
     pool = request.app[appkeys.POOL]
     bucket = request.app[appkeys.SETTINGS].s3_bucket
@@ -175,7 +134,7 @@ async def create_feed(request: web.Request) -> web.Response:
         )
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
     log.info("feed_created", feed_id=feed_id, source="upload")
-    await _receive(request, feed_id, js_id, uri)
+    await _receive(request, body, feed_id, js_id, uri)
     return json_response(
         FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
     )
@@ -260,7 +219,9 @@ async def replace_file(request: web.Request) -> web.Response:
     p = principal(request)
     if not ids.is_feed_id(feed_id):
         raise FeedNotFound(feed_id)
-    _check_upload_type(request)
+    check_upload_type(request)
+    body = UploadBody(request, request.app[appkeys.SETTINGS])
+    await body.open()
     pool = request.app[appkeys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         feed = await feeds_store.lock_feed_row(conn, feed_id, p.tenant_id)
@@ -274,7 +235,7 @@ async def replace_file(request: web.Request) -> web.Response:
             )
         js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
     uri = upload_uri(request.app[appkeys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
-    await _receive(request, feed_id, js_id, uri)
+    await _receive(request, body, feed_id, js_id, uri)
     return json_response(
         FeedCreated(feed_id, js_id, feed.validation_job_id),
         status=201,

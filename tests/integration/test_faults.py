@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import aiohttp
 import msgspec
-import structlog
 import pytest
+import structlog
 
 from consumer import sweeper
 from service.core.bus import Names
