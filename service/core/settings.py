@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_inflated_bytes: int = 20 * 1024**3
     max_inflate_ratio: int = 200
     max_json_body_bytes: int = 64 * 1024
+    max_streams_per_tenant: int = 4  # concurrent CSV downloads of one tenant, per gateway
+    stream_send_timeout_seconds: float = 30.0  # a download's client that takes nothing this long
     upload_read_timeout_seconds: float = 60.0  # an upload that sends nothing this long: 408
     # ... and over each such window of waiting for the client, at least this on average
     upload_min_bytes_per_second: int = 1024

@@ -21,7 +21,7 @@ from service.gateway.auth import KeyCache
 from service.gateway.jobs_view import BODIES, Bodies
 from service.gateway.metrics import METRICS, Metrics
 from service.gateway.middleware import authenticate, request_context
-from service.gateway.ratelimit import RateLimiter
+from service.gateway.ratelimit import RateLimiter, StreamSlots
 
 log = get_logger(__name__)
 BACKGROUND = web.AppKey("background", list)
@@ -105,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.KEYS] = KeyCache()
     app[BODIES] = Bodies()
     app[appkeys.LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[appkeys.STREAMS] = StreamSlots(settings.max_streams_per_tenant)
     app[appkeys.BAD_KEY_LIMITER] = RateLimiter(
         settings.bad_key_rate_per_second, settings.bad_key_burst
     )

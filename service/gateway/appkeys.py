@@ -10,7 +10,7 @@ from aiohttp import web
 from service.core.listener import JobWatcher
 from service.core.settings import Settings
 from service.gateway.auth import KeyCache
-from service.gateway.ratelimit import RateLimiter
+from service.gateway.ratelimit import RateLimiter, StreamSlots
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -20,3 +20,4 @@ KEYS = web.AppKey("key_cache", KeyCache)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 BAD_KEY_LIMITER = web.AppKey("bad_key_limiter", RateLimiter)
 HEALTH = web.AppKey("health", dict)
+STREAMS = web.AppKey("streams", StreamSlots)

@@ -1,14 +1,19 @@
 """Token-bucket rate limiting (per process: each gateway replica counts its own).
 
 Two limiters use it: one per API key, and one per client address for failed API keys (so a
-key-guessing client is slowed down too).
+key-guessing client is slowed down too). ``StreamSlots`` bounds a tenant's concurrent
+downloads.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+
+from service.core.errors import RateLimited
 
 MAX_BUCKETS = 100_000  # bounded memory whatever the number of clients; a reset only forgives
 
@@ -41,3 +46,29 @@ class RateLimiter:
             "RateLimit-Remaining": str(remaining),
             "RateLimit-Reset": str(max(0, math.ceil(wait))),
         }
+
+
+class StreamSlots:
+    """Concurrent downloads per tenant, in this gateway process."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self.active: collections.Counter[int] = collections.Counter()
+
+    @contextlib.contextmanager
+    def take(self, tenant_id: int) -> Iterator[None]:
+        if self.active[tenant_id] >= self.per_tenant:
+            raise RateLimited(
+                f"At most {self.per_tenant} CSV downloads of one tenant run at once"
+                " (MAX_STREAMS_PER_TENANT); try again when one has finished",
+                detail="Too many concurrent downloads",
+                headers={"Retry-After": "5"},
+                details={"max_streams_per_tenant": self.per_tenant},
+            )
+        self.active[tenant_id] += 1
+        try:
+            yield
+        finally:
+            self.active[tenant_id] -= 1
+            if not self.active[tenant_id]:
+                del self.active[tenant_id]

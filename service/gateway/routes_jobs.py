@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import time
 from datetime import datetime
 
@@ -39,7 +37,7 @@ from service.core.store import idempotency, lifecycle, rejections
 from service.core.store import jobs as jobs_store
 from service.core.store.jobs import JobRecord
 from service.core.store.keys import Principal
-from service.gateway import appkeys
+from service.gateway import appkeys, report
 from service.gateway.bodies import (
     decode_cursor,
     encode_cursor,
@@ -294,35 +292,11 @@ def _wants_csv(request: web.Request) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-async def _csv_report(request: web.Request, job_id: str) -> web.StreamResponse:
-    """Every rejection of the latest run as CSV, streamed batch by batch (flat memory)."""
-    pool = request.app[appkeys.POOL]
-    attempt = await rejections.latest_errors_attempt(pool, job_id)
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{job_id}-{attempt}-rejections.csv"',
-        }
-    )
-    await resp.prepare(request)
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\r\n")
-    out.writerow(["line", "column", "code", "message", "raw"])
-    async for rows in rejections.stream_errors(pool, job_id, attempt):
-        out.writerows((r.line, r.column or "", r.code, r.message, r.raw) for r in rows)
-        await resp.write(buf.getvalue().encode())
-        buf.seek(0)
-        buf.truncate()
-    await resp.write(buf.getvalue().encode())
-    await resp.write_eof()
-    return resp
-
-
 @routes.get("/jobs/{job_id}/errors")
 async def job_errors(request: web.Request) -> web.StreamResponse:
     row = await _load(request, request.match_info["job_id"])
     if _wants_csv(request):
-        return await _csv_report(request, row.job_id)
+        return await report.csv_report(request, row.job_id, principal(request).tenant_id)
     limit = query_int(request, "limit", 100, 1, 1000)
     pool = request.app[appkeys.POOL]
     if request.query.get("cursor"):

@@ -46,3 +46,31 @@ async def test_a_100k_rejection_report_streams_in_flat_memory(client, acme, cons
     # The report is about 13 MB; client and server together never held 5 MB of it (a
     # report built in memory would peak above its own size).
     assert size > 10_000_000 and peak < 5_000_000, (size, peak)
+
+
+async def test_formula_cells_are_neutralised_in_csv_and_kept_raw_in_json(client, acme, consumer):
+    body = (
+        "sku,name,price,currency\n"
+        '=HYPERLINK("http://x"),Thing,1.00,USD\n'
+        "@SUM(A1),Thing,1.00,USD\n"
+        "-2+3,Thing,1.00,USD\n"
+        "+A1,Thing,1.00,USD\n"
+        "ok-1,Thing,not-a-price,USD\n"
+    )
+    ids = await upload_feed(client, acme, body.encode())
+    jv = ids["validation_job_id"]
+    job = await run_and_wait(client, acme, jv)
+    assert job["result"]["rows_rejected"] == 5
+    resp = await client.get(f"/jobs/{jv}/errors", headers={**acme, "Accept": "text/csv"})
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    raws = [r["raw"] for r in rows]
+    assert raws[:4] == [
+        '\'=HYPERLINK("http://x"),Thing,1.00,USD',
+        "'@SUM(A1),Thing,1.00,USD",
+        "'-2+3,Thing,1.00,USD",
+        "'+A1,Thing,1.00,USD",
+    ]
+    assert raws[4] == "ok-1,Thing,not-a-price,USD"  # nothing to neutralise
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
+    page = await (await client.get(f"/jobs/{jv}/errors", headers=acme)).json()
+    assert page["errors"][0]["raw"] == '=HYPERLINK("http://x"),Thing,1.00,USD'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -39,22 +38,6 @@ async def list_errors(
         limit,
     )
     return [(r["ordinal"], _row_error(r)) for r in rows]
-
-
-async def stream_errors(
-    db: asyncpg.Pool, job_id: str, attempt: int, batch: int = 2000
-) -> AsyncIterator[list[RowError]]:
-    """Every rejection of one run in file order, ``batch`` rows at a time, from a
-    server-side cursor: memory holds one batch, whatever the number of rows."""
-    async with db.acquire() as conn, conn.transaction():
-        cursor = await conn.cursor(
-            "SELECT line, column_name, code, message, raw FROM job_errors"
-            " WHERE job_id = $1 AND attempt = $2 ORDER BY line, ordinal",
-            job_id,
-            attempt,
-        )
-        while rows := await cursor.fetch(batch):
-            yield [_row_error(r) for r in rows]
 
 
 async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
