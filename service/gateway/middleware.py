@@ -19,7 +19,6 @@ from service.core.errors import (
     RateLimited,
     RouteNotFound,
     ServiceError,
-    Unauthorized,
     Unavailable,
 )
 from service.core.ids import is_correlation_id
@@ -187,14 +186,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     app = request.app
     key = request.headers.get("x-api-key")
-    p = app[appkeys.KEYS].cached(key)
+    keys = app[appkeys.KEYS]
+    p = keys.cached(key)
     if p is None:
-        try:
-            p = await app[appkeys.KEYS].authenticate(app[appkeys.POOL], key)
-        except Unauthorized:
-            # Failed keys are throttled per client address: guessing keys costs time too.
-            _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "failed API keys")
-            raise
+        if not keys.seen_valid(key):
+            # Throttled per client address before the look-up: a throttled guesser has no
+            # guess checked at all (a right one gets 429 too). Keys that worked within the
+            # hour skip this, so their owners behind the same address keep working.
+            _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "unrecognised API keys")
+        p = await keys.authenticate(app[appkeys.POOL], key)
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
     limiter = app[appkeys.LIMITER]

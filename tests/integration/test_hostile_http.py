@@ -14,8 +14,9 @@ import pytest
 from service.core.s3 import s3_client
 from service.core.store import keys as keys_store
 from service.core.store import s3_prefixes
+from service.gateway import appkeys
 from tests.conftest import wait_for
-from tests.integration.conftest import gateway, run_and_wait, upload_feed
+from tests.integration.conftest import ACME_KEY, GLOBEX_KEY, gateway, run_and_wait, upload_feed
 from tests.integration.feeds import generate
 
 FEED = b"sku,name,price,currency\nA-1,Widget,1.50,USD\nA-2,Gadget,2.50,EUR\n"
@@ -198,6 +199,25 @@ async def test_bad_keys_are_throttled(settings, db):
         assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
         resp = await client.get("/jobs", headers={"x-api-key": "guess-x"})
         assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_a_throttled_address_has_no_guess_checked(settings, db):
+    """The throttle comes before the look-up: once an address is throttled, even the right
+    key gets 429 (no guess is checked at all), while a key that worked before the guessing
+    started keeps working from the same address."""
+    strict = msgspec.structs.replace(settings, bad_key_rate_per_second=0.01, bad_key_burst=3)
+    async with gateway(strict, db) as client:
+        assert (await client.get("/jobs", headers={"x-api-key": ACME_KEY})).status == 200
+        statuses = [
+            (await client.get("/jobs", headers={"x-api-key": f"guess-{i}"})).status
+            for i in range(5)
+        ]
+        # Every look-up of a key not seen within the hour costs a token, ACME's first one too.
+        assert statuses == [401, 401, 429, 429, 429]
+        right_guess = await client.get("/jobs", headers={"x-api-key": GLOBEX_KEY})
+        assert right_guess.status == 429
+        client.app[appkeys.KEYS]._entries.clear()  # the 30 s cache gone: the 1 h memory stays
+        assert (await client.get("/jobs", headers={"x-api-key": ACME_KEY})).status == 200
 
 
 @pytest.mark.parametrize("rows", [150_000])
