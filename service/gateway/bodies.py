@@ -13,6 +13,7 @@ from aiohttp import web
 
 from service.core.contracts import encode
 from service.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from service.gateway.text import check_tree
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,11 +70,13 @@ async def read_json(
             return None
         raise InvalidRequest("The request body is empty; a JSON object is required")
     try:
-        return msgspec.json.decode(raw, type=kind)
+        decoded = msgspec.json.decode(raw, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         text, field = _validation_message(exc)
         message = f"Invalid JSON body: {text}" + (f" (field `{field}`)" if field else "")
         raise InvalidRequest(message, details={"field": field} if field else {}) from exc
+    check_tree(msgspec.to_builtins(decoded))  # every string, by its field's name
+    return decoded
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
