@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from service.core import s3_events
-from service.core.contracts import ACTIVE_STATUSES, RunOptions, SubmissionResult, encode
+from service.core.contracts import RunOptions, SubmissionResult, encode
 from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
 from service.core.store import jobs as jobs_store
@@ -62,16 +62,17 @@ async def _new_version(conn: asyncpg.Connection, feed_id: str, obj: s3_events.Cr
     )
     job = await jobs_store.lock_job(conn, feed.validation_job_id)
     assert job is not None
-    if job.status in ACTIVE_STATUSES:
-        await watch_store.mark_run_pending(conn, feed_id, True)
-        log.info("s3_event_run_pending", feed_id=feed_id, job_id=job.id, key=obj.key)
-        return "pending"
-    await lifecycle.queue_run(
+    queued = await lifecycle.request_run(
         conn,
         job,
+        "ready",  # its file was just set
         jobs_store.effective_options(RunOptions(), feed),
         requested_by="s3_event",
         request_id=f"s3-{obj.sequencer[:100]}" if obj.sequencer else None,
     )
+    if queued is lifecycle.Refusal.ALREADY_ACTIVE:
+        await watch_store.mark_run_pending(conn, feed_id, True)
+        log.info("s3_event_run_pending", feed_id=feed_id, job_id=job.id, key=obj.key)
+        return "pending"
     log.info("s3_event_loaded", feed_id=feed_id, job_id=job.id, key=obj.key)
     return "loaded"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from service.core.contracts import ACTIVE_STATUSES, RunOptions
+from service.core.contracts import RunOptions
 from service.core.logs import get_logger
 from service.core.retry import raise_if_cancelling, retry_forever
 from service.core.schedules import next_run
@@ -109,8 +109,9 @@ async def tick(conn: asyncpg.Connection, now: datetime | None = None) -> int:
 
 def _run_of(row: DueSchedule, now: datetime) -> RunToQueue | None:
     """The run a due schedule requests of its (locked) job; None if it is skipped."""
-    if row.feed_status != "ready" or row.status in ACTIVE_STATUSES:
-        reason = "job_active" if row.status in ACTIVE_STATUSES else "feed_not_ready"
+    refusal = lifecycle.may_run("validation", row.status, row.feed_status)
+    if refusal is not None:
+        reason = "job_active" if refusal is lifecycle.Refusal.ALREADY_ACTIVE else refusal.value
         log.info("schedule_skipped", feed_id=row.feed_id, job_id=row.id, reason=reason)
         return None
     options = jobs_store.effective_options(msgspec.json.decode(row.options, type=RunOptions), row)

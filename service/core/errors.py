@@ -125,6 +125,14 @@ class JobNotCancellable(ServiceError):
     error_code = "JOB_NOT_CANCELLABLE"
 
 
+class TransitionRefused(ServiceError):
+    """A job's state changed under a caller: the guarded transition matched no row, and the
+    caller's transaction rolls back with nothing written (store/lifecycle.py)."""
+
+    status = 409
+    error_code = "TRANSITION_REFUSED"
+
+
 class PayloadTooLarge(ServiceError):
     """Payload too large"""
 

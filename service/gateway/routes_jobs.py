@@ -221,29 +221,32 @@ async def _queue(
     job = await jobs_store.lock_job(conn, job_id, p.tenant_id)
     if job is None:
         raise JobNotFound(job_id)
-    if job.job_type != "validation":
+    feed = await feeds_store.get_feed_row(conn, job.feed_id)
+    assert feed is not None
+    queued = await lifecycle.request_run(
+        conn,
+        job,
+        feed.status,
+        jobs_store.effective_options(options, feed),
+        requested_by=f"api:{p.key_id}",
+        request_id=request_id,
+    )
+    if queued is lifecycle.Refusal.NOT_RUNNABLE:
         raise JobNotRunnable(details={"job_id": job_id})
-    if job.status in ACTIVE_STATUSES:
+    if queued is lifecycle.Refusal.ALREADY_ACTIVE:
         raise JobAlreadyActive(
             f"Job {job_id} is already {job.status}",
             details={"job_id": job_id, "status": job.status, "attempt": job.attempt},
         )
-    feed = await feeds_store.get_feed_row(conn, job.feed_id)
-    assert feed is not None
-    if feed.status != "ready":
+    if queued is lifecycle.Refusal.FEED_NOT_READY:
         raise FeedNotReady(
             f"Feed {feed.id} has no stored file (its upload"
             f" {'failed' if feed.status == 'upload_failed' else 'is under way'});"
             " upload one with PUT /feeds/{feed_id}/file",
             details={"feed_id": feed.id, "feed_status": feed.status},
         )
-    return await lifecycle.queue_run(
-        conn,
-        job,
-        jobs_store.effective_options(options, feed),
-        requested_by=f"api:{p.key_id}",
-        request_id=request_id,
-    )
+    assert isinstance(queued, int)
+    return queued
 
 
 def _accepted(job_id: str, body: bytes) -> web.Response:

@@ -85,7 +85,18 @@ async def test_upload_rejects_bad_mode_and_delimiter(client, acme):
 
 async def test_upload_over_the_limit_is_413_and_the_submission_failed(client, acme, settings, db):
     client.app[appkeys.SETTINGS] = msgspec.structs.replace(settings, max_upload_bytes=1000)
-    resp = await upload(client, acme, body=b"x" * 5000)
+    # A declared length over the limit: refused before a byte is read, nothing created.
+    declared = await upload(client, acme, body=b"x" * 5000)
+    assert declared.status == 413
+    body = await declared.json()
+    assert body["error_code"] == "PAYLOAD_TOO_LARGE" and "1000" in body["message"]
+    assert body["details"] == {"limit_bytes": 1000, "declared": 5000}
+
+    async def chunked():  # no Content-Length: the limit is found while streaming
+        for _ in range(5):
+            yield b"x" * 1000
+
+    resp = await upload(client, acme, body=chunked())
     assert resp.status == 413
     body = await resp.json()
     assert body["error_code"] == "PAYLOAD_TOO_LARGE" and "1000" in body["message"]

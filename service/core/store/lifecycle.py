@@ -10,12 +10,20 @@ and ``lease`` keep a running job running and tell its consumer whether it still 
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
-from service.core.contracts import EffectiveOptions, JobError, RunRequest, encode
+from service.core.contracts import (
+    ACTIVE_STATUSES,
+    EffectiveOptions,
+    JobError,
+    RunRequest,
+    encode,
+)
+from service.core.errors import TransitionRefused
 from service.core.store import jobs as jobs_store
 from service.core.store import outbox
 from service.core.store.rows import FeedRow, JobRow, columns, one
@@ -41,6 +49,19 @@ CANCELLED_WHILE_RUNNING = JobError("CANCELLED", "Cancelled while running; nothin
 
 def _json(value: Any) -> str | None:
     return None if value is None else encode(value).decode()
+
+
+async def _guarded(
+    db: asyncpg.Connection | asyncpg.Pool, statement: str, job_id: str, *args: Any, to: str
+) -> None:
+    """Run a transition whose SQL names the states it may leave (``WHERE status IN ...
+    RETURNING id``); a job in any other state refuses it: TransitionRefused, and the
+    caller's transaction writes nothing."""
+    if await db.fetchval(statement, job_id, *args) is None:
+        raise TransitionRefused(
+            f"Job {job_id} cannot go to {to} from the state it is in now",
+            details={"job_id": job_id, "to": to},
+        )
 
 
 def _options_of(job: JobRow) -> EffectiveOptions:
@@ -77,10 +98,49 @@ async def end_submission(
     message: str,
 ) -> None:
     """A submission ends: completed with its result, or failed with its error."""
-    await db.execute(_END_SUBMISSION, js_id, result, _json(error), message)
+    await _guarded(db, _END_SUBMISSION, js_id, result, _json(error), message, to="ended")
 
 
 # -- queue and cancel --------------------------------------------------------------------
+
+
+class Refusal(enum.Enum):
+    """Why a run cannot be requested of a job now: the one rule every path asks
+    (``may_run``): the API, upstream run requests, schedules and S3 events."""
+
+    NOT_RUNNABLE = "not_runnable"  # a submission job
+    ALREADY_ACTIVE = "already_active"  # queued or running
+    FEED_NOT_READY = "feed_not_ready"  # the feed has no stored file
+
+
+def may_run(job_type: str, status: str, feed_status: str) -> Refusal | None:
+    """Whether a new run may be queued of a job: None, or why not."""
+    if job_type != "validation":
+        return Refusal.NOT_RUNNABLE
+    if status in ACTIVE_STATUSES:
+        return Refusal.ALREADY_ACTIVE
+    if feed_status != "ready":
+        return Refusal.FEED_NOT_READY
+    return None
+
+
+async def request_run(
+    conn: asyncpg.Connection,
+    job: JobRow,
+    feed_status: str,
+    options: EffectiveOptions,
+    *,
+    requested_by: str,
+    request_id: str | None,
+    publish: bool = True,
+) -> int | Refusal:
+    """A new run of a (locked) job, if ``may_run`` allows it: its attempt, or the refusal."""
+    refusal = may_run(job.job_type, job.status, feed_status)
+    if refusal is not None:
+        return refusal
+    return await queue_run(
+        conn, job, options, requested_by=requested_by, request_id=request_id, publish=publish
+    )
 
 
 async def queue_run(
@@ -113,7 +173,13 @@ async def queue_runs(
     attempts = [r.attempt + 1 for r in runs]
     ids = [r.job_id for r in runs]
     options = [encode(r.options).decode() for r in runs]
-    await conn.execute(_QUEUE, ids, attempts, options, [r.spend for r in runs])
+    queued = await conn.fetch(_QUEUE, ids, attempts, options, [r.spend for r in runs])
+    if len(queued) != len(runs):
+        missed = sorted(set(ids) - {r["id"] for r in queued})
+        raise TransitionRefused(
+            f"Job(s) {', '.join(missed[:5])} changed state: not queued",
+            details={"job_ids": missed[:20]},
+        )
     by, request_ids = [r.requested_by for r in runs], [r.request_id for r in runs]
     await conn.execute(_QUEUE_RUNS, ids, attempts, by, request_ids, options)
     if publish:
@@ -126,12 +192,10 @@ async def queue_runs(
 async def cancel(conn: asyncpg.Connection, job: JobRow) -> None:
     """Cancel a locked job: queued → cancelled at once; running → flagged for the consumer."""
     if job.status == "queued":
-        await conn.execute(_CANCEL, job.id, _json(CANCELLED_BEFORE_START))
+        await _guarded(conn, _CANCEL, job.id, _json(CANCELLED_BEFORE_START), to="cancelled")
         await conn.execute(_CANCEL_RUN, job.id, job.attempt)
     else:
-        await conn.execute(
-            "UPDATE jobs SET cancel_requested = true, message = 'Cancelling' WHERE id = $1", job.id
-        )
+        await _guarded(conn, _CANCEL_ASK, job.id, to="cancelling")
 
 
 # -- a consumer's run ----------------------------------------------------------------------
@@ -162,14 +226,20 @@ async def claim(
         else:
             if req.attempt is not None:
                 return ClaimOutcome.STALE, None  # a duplicate of a run that has ended
-            if feed.status != "ready":
-                return ClaimOutcome.NOT_READY, None
             options = jobs_store.effective_options(req.options, feed)
-            attempt = await queue_run(
-                conn, job, options, requested_by="amqp", request_id=req.request_id, publish=False
+            queued = await request_run(
+                conn,
+                job,
+                feed.status,
+                options,
+                requested_by="amqp",
+                request_id=req.request_id,
+                publish=False,
             )
-            request_id = req.request_id
-        await conn.execute(_CLAIM, job.id, lease_seconds)
+            if isinstance(queued, Refusal):
+                return ClaimOutcome.NOT_READY, None
+            attempt, request_id = queued, req.request_id
+        await _guarded(conn, _CLAIM, job.id, lease_seconds, attempt, to="running")
         await conn.execute(_CLAIM_RUN, job.id, attempt)
         # Rejections are kept for the latest run only.
         await conn.execute(_FORGET_REJECTIONS, job.id, attempt)
@@ -342,7 +412,8 @@ _CREATE = (
 _END_SUBMISSION = (
     "UPDATE jobs SET status = CASE WHEN $2::json IS NULL THEN 'failed' ELSE 'completed' END,"
     " result = $2::json, error = $3::json, message = $4, finished_at = statement_timestamp()"
-    " WHERE id = $1"
+    " WHERE id = $1 AND job_type = 'submission' AND status IN ('created', 'running')"
+    " RETURNING id"
 )
 # A new attempt: the terminal columns reset, the retry budget spent as ``spend`` says.
 _QUEUE = (
@@ -356,6 +427,13 @@ _QUEUE = (
     "   WHEN 'interruption' THEN j.interruptions + 1 ELSE j.interruptions END"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])"
     "   AS u(id, attempt, options, spend) WHERE j.id = u.id"
+    # From-states: a new request queues an idle validation job; a re-queue (a lost consumer,
+    # an interruption, a shutdown) only the running attempt it gives back.
+    " AND j.job_type = 'validation' AND j.attempt = u.attempt - 1"
+    " AND CASE u.spend WHEN 'new_request'"
+    "   THEN j.status IN ('created', 'completed', 'failed', 'cancelled')"
+    "   ELSE j.status = 'running' END"
+    " RETURNING j.id"
 )
 _QUEUE_RUNS = (
     "INSERT INTO job_runs (job_id, attempt, status, requested_by, request_id, options)"
@@ -365,7 +443,11 @@ _QUEUE_RUNS = (
 )
 _CANCEL = (
     "UPDATE jobs SET status = 'cancelled', finished_at = now(), message = 'Cancelled',"
-    " error = $2::json WHERE id = $1"
+    " error = $2::json WHERE id = $1 AND status = 'queued' RETURNING id"
+)
+_CANCEL_ASK = (
+    "UPDATE jobs SET cancel_requested = true, message = 'Cancelling'"
+    " WHERE id = $1 AND status = 'running' RETURNING id"
 )
 _CANCEL_RUN = (
     "UPDATE job_runs SET status = 'cancelled', finished_at = now()"
@@ -374,7 +456,9 @@ _CANCEL_RUN = (
 _FEED = f"SELECT {columns(FeedRow)} FROM feeds WHERE id = $1"
 _CLAIM = (
     "UPDATE jobs SET status = 'running', started_at = now(), message = 'Starting',"
-    " lease_until = now() + make_interval(secs => $2) WHERE id = $1"
+    " lease_until = now() + make_interval(secs => $2)"
+    " WHERE id = $1 AND status = 'queued' AND attempt = $3 AND NOT cancel_requested"
+    " RETURNING id"
 )
 _CLAIM_RUN = (
     "UPDATE job_runs SET status = 'running', started_at = now() WHERE job_id = $1 AND attempt = $2"

@@ -79,7 +79,8 @@ class PendingRun(RunTarget, frozen=True):
 
 
 async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[PendingRun]:
-    """Feeds whose newest version came while their job was busy, now idle: locked."""
+    """Feeds whose newest version came while their job was busy, now idle: locked. (The
+    candidates of lifecycle.may_run's rule, as a query; queue_runs' guarded SQL decides.)"""
     rows = await conn.fetch(
         "SELECT f.id AS feed_id, f.mode, f.delimiter, f.max_rejected_rows,"
         " j.id, j.attempt, j.status FROM feeds f JOIN jobs j ON j.id = f.validation_job_id"
