@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from consumer.csvread import FIELD_LIMIT
-from tests.corpus.expected import EXPECTED
 from service.core.s3 import s3_client
+from tests.corpus.expected import EXPECTED
 from tests.integration.conftest import allow_prefix, run_and_wait, upload_feed, wait_terminal
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
