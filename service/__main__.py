@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from service.cli import admin, embedded_s3
-from service.core.boot import settings_or_exit
-from service.core.db import database_name, drop_database, ensure_database
+from service.core.boot import refuse, settings_or_exit
+from service.core.db import UNREACHABLE, database_name, drop_database, ensure_database
 from service.core.logs import get_logger
 from service.core.migrate import migrate
 from service.core.s3_access import normalise_prefix
@@ -65,14 +68,22 @@ def gateway_main() -> None:
     app = create_app(settings)
     app[ON_FATAL] = lambda: os.kill(os.getpid(), signal.SIGTERM)
     get_logger("service").info("gateway_starting", host=settings.http_host, port=settings.http_port)
-    web.run_app(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=settings.shutdown_grace_seconds,
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        refuse(
+            f"port {settings.http_port} on {settings.http_host} is taken (HTTP_PORT): stop what"
+            " holds it, or set HTTP_PORT to a free port"
+        )
 
 
 def dev(settings: Settings) -> int:
@@ -83,8 +94,19 @@ def dev(settings: Settings) -> int:
     moto = None
     saved_objects = Path(settings.dev_data_dir) / "s3"
     endpoint = f"http://127.0.0.1:{settings.embedded_s3_port}"
+    if embedded_s3.port_open(settings.http_host, settings.http_port):
+        refuse(
+            f"port {settings.http_port} on {settings.http_host} is taken (HTTP_PORT): stop"
+            " what holds it, or set HTTP_PORT to a free port"
+        )
     if not settings.s3_endpoint_url:
-        moto = embedded_s3.start(settings.embedded_s3_port)
+        pid_file = Path(settings.dev_data_dir) / "embedded-s3.pid"
+        if embedded_s3.stop_leftover(pid_file, settings.embedded_s3_port):
+            log.warning("embedded_s3_leftover_stopped", port=settings.embedded_s3_port)
+        try:
+            moto = embedded_s3.start(settings.embedded_s3_port, pid_file=pid_file)
+        except RuntimeError as exc:
+            refuse(str(exc))
         env["S3_ENDPOINT_URL"] = endpoint
         restored = embedded_s3.restore(endpoint, saved_objects)
         log.info("embedded_s3_started", endpoint=endpoint, objects_restored=restored)
@@ -133,6 +155,7 @@ def dev(settings: Settings) -> int:
                 log.info("embedded_s3_saved", objects=saved, folder=str(saved_objects))
             finally:
                 embedded_s3.stop(moto)
+                (Path(settings.dev_data_dir) / "embedded-s3.pid").unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -161,6 +184,17 @@ def main() -> None:
         gateway_main()
         return
     settings = settings_or_exit()
+    try:
+        _command(args, settings, operator)
+    except UNREACHABLE as exc:
+        where = urllib.parse.urlsplit(settings.database_url)
+        refuse(
+            f"cannot reach PostgreSQL at {where.hostname}:{where.port or 5432} (DATABASE_URL,"
+            f" read from this shell's environment like every setting): {exc}"
+        )
+
+
+def _command(args: argparse.Namespace, settings: Settings, operator: dict[str, Any]) -> None:
     if args.command in operator:
         raise SystemExit(asyncio.run(operator[args.command](settings, args)))
     if args.command == "migrate":

@@ -6,13 +6,19 @@ them back at the next start (:func:`save`, :func:`restore`), so earlier feeds st
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def port_open(host: str, port: int) -> bool:
@@ -21,16 +27,54 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    """Start moto's server on ``host:port`` and wait until it answers."""
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it ends, however it
+    ends (killed, crashed, a shutdown that overran), so no server outlives ``make run``."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_leftover(pid_file: Path, port: int) -> bool:
+    """An embedded server an earlier ``make run`` left behind (its pid file names a live moto
+    server): stopped; True if there was one."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    if b"moto.server" not in cmdline or str(port).encode() not in cmdline:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def start(
+    port: int, host: str = "127.0.0.1", timeout: float = 30.0, pid_file: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start moto's server on ``host:port`` and wait until it answers (its pid written to
+    ``pid_file``, so that a leftover can be recognised by the next start)."""
     if port_open(host, port):
-        raise RuntimeError(f"port {port} is taken: set EMBEDDED_S3_PORT or S3_ENDPOINT_URL")
+        raise RuntimeError(
+            f"port {port} is taken (EMBEDDED_S3_PORT): stop what holds it, or set"
+            " EMBEDDED_S3_PORT to a free port, or S3_ENDPOINT_URL to an S3 server of your own"
+        )
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches us, not it: its objects are saved first
+        preexec_fn=_die_with_parent,
     )
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
     while not port_open(host, port):
         if proc.poll() is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from service.core.errors import ConfigError
 from service.core.logs import configure_logging
@@ -21,3 +22,10 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
     configure_logging(settings)
     return settings
+
+
+def refuse(message: str) -> NoReturn:
+    """One line on stderr naming what is wrong (and the setting to change), exit status 2:
+    what an operator sees instead of a traceback."""
+    print(f"feedjobs: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from service.core.contracts import encode
 from service.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from service.gateway.text import check_tree
+from service.gateway.inputs import check_tree
 
 T = TypeVar("T")
 R = TypeVar("R")

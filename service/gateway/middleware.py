@@ -24,7 +24,7 @@ from service.core.errors import (
 from service.core.ids import is_correlation_id
 from service.core.logs import ACCESS, get_logger
 from service.core.store.keys import Principal
-from service.gateway import appkeys, text
+from service.gateway import appkeys, inputs
 from service.gateway.metrics import METRICS, Metrics
 from service.gateway.ratelimit import RateLimiter
 
@@ -184,7 +184,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     path = request.path
     if not _protected(path):
         return await handler(request)
-    text.check_request(request)
+    inputs.check_request(request)
     app = request.app
     key = request.headers.get("x-api-key")
     keys = app[appkeys.KEYS]

@@ -120,8 +120,21 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
-def _path(name: str, example: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": STR, "example": example}
+def _path(name: str, example: str, pattern: str) -> dict[str, Any]:
+    schema = {"type": "string", "pattern": pattern}
+    return {"name": name, "in": "path", "required": True, "schema": schema, "example": example}
+
+
+# The ids a path takes (service/core/ids.py); /run and /cancel take validation jobs only.
+JOB_ID = r"^J[SV][0-9]{5,18}$"
+VALIDATION_JOB_ID = r"^JV[0-9]{5,18}$"
+FEED_ID = r"^FD[0-9]{5,18}$"
+S3_URI = r"^s3://[^/]+/.+"
+# PUT /feeds/{id}/schedule takes a cron expression or an interval, exactly one.
+SCHEDULE_ONE_OF = [
+    {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+    {"required": ["every_seconds"], "properties": {"every_seconds": {"type": "integer"}}},
+]
 
 
 LIST_QUERY = [
@@ -154,7 +167,8 @@ PROTECTED = ("401", "429", "503")
 
 
 def _paths() -> dict[str, Any]:
-    job_id, feed_id = _path("job_id", "JV00001"), _path("feed_id", "FD00001")
+    job_id, feed_id = _path("job_id", "JV00001", JOB_ID), _path("feed_id", "FD00001", FEED_ID)
+    validation_job_id = _path("job_id", "JV00001", VALIDATION_JOB_ID)
     rate = ("x-request-id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
     job_200 = _json(_ref("JobView"), "The job", "ETag", "Retry-After", *rate)
     created = _json(_ref("FeedCreated"), "Stored: the feed and its jobs", "Location", *rate)
@@ -200,7 +214,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "run_job",
                 "summary": "Queue a run of a validation job (?wait: until it ends)",
                 "parameters": [
-                    job_id,
+                    validation_job_id,
                     WAIT,
                     {
                         "name": "Idempotency-Key",
@@ -403,6 +417,8 @@ def build() -> dict[str, Any]:
     )
     for (struct, field), schema in RAW_FIELDS.items():
         components[struct]["properties"][field] = schema
+    components["RegisterFeed"]["properties"]["s3_uri"]["pattern"] = S3_URI
+    components["ScheduleBody"]["oneOf"] = SCHEDULE_ONE_OF
     components.update(EXTRA_SCHEMAS)
     return {
         "openapi": "3.1.0",

@@ -1,5 +1,7 @@
-"""Text a client sends that PostgreSQL cannot store: a NUL character (``text`` never holds
-one). Checked at the API for every query parameter, path segment and JSON string (keys
+"""What every request's inputs must be, whatever the route: each query parameter given once
+and not empty (``?wait=`` or ``?status=a&status=b`` is a 400, not a silent default or a
+silent pick), and no text that PostgreSQL cannot store: a NUL character (``text`` never
+holds one). Checked at the API for every query parameter, path segment and JSON string (keys
 included), so the answer is a 400 naming the field, never a 500 from the database driver.
 The other text PostgreSQL refuses cannot reach us: a lone surrogate is malformed JSON to
 msgspec (400), invalid UTF-8 in a URL decodes to U+FFFD, and aiohttp's parser refuses
@@ -29,9 +31,20 @@ def check(value: str, field: str) -> None:
 
 def check_request(request: web.Request) -> None:
     """The query string and the path's parameters."""
+    seen: set[str] = set()
     for name, value in request.query.items():
         check(name, name)
         check(value, name)
+        if name in seen:
+            raise InvalidRequest(
+                f"Query parameter `{name}` is given more than once", details={"field": name}
+            )
+        seen.add(name)
+        if value == "":
+            raise InvalidRequest(
+                f"Query parameter `{name}` is empty: give it a value or leave it out",
+                details={"field": name},
+            )
     for name, value in request.match_info.items():
         check(value, name)
 

@@ -1,6 +1,7 @@
-"""Every text a client can send, on every route of the OpenAPI document, with a NUL: a 400
-naming the field, never a 500 (PostgreSQL's text cannot hold one; before, a NUL in a feed
-name was ``CharacterNotInRepertoireError``). A lone surrogate is a 400 too."""
+"""Every input of every route of the OpenAPI document, as a hostile client sends it: a NUL
+in each text (PostgreSQL's text cannot hold one; before, a NUL in a feed name was a 500,
+``CharacterNotInRepertoireError``), each query parameter empty and each given twice (before,
+``?wait=`` meant the default and a repeated one a silent pick): a 400 naming the field."""
 
 from __future__ import annotations
 
@@ -70,6 +71,10 @@ async def test_every_text_input_refuses_nul(client, acme):
             resp = await client.request(method, target, headers=acme, data=b"")
             await _expect_400(resp, name, f"{method} {path} {where} {name}")
             checked += 1
+            if where == "query":
+                for shape in (f"{name}=", f"{name}=1&{name}=2"):
+                    resp = await client.request(method, f"{url}?{shape}", headers=acme, data=b"")
+                    await _expect_400(resp, name, f"{method} {path} ?{shape}")
         body = op.get("requestBody", {}).get("content", {}).get("application/json")
         if body is None:
             continue
