@@ -47,15 +47,18 @@ class LineSource:
         self._chunks = iter(chunks)
         self._blocks = self._cut()
         self._returned: list[bytes] = []  # blocks given back, the next one last
+        self.taken = 0  # bytes of the blocks taken so far (less those given back)
 
     def next_block(self) -> bytes | None:
-        if self._returned:
-            return self._returned.pop()
-        return next(self._blocks, None)
+        block = self._returned.pop() if self._returned else next(self._blocks, None)
+        if block is not None:
+            self.taken += len(block)
+        return block
 
     def give_back(self, *blocks: bytes) -> None:
         """Make ``blocks`` (whole lines, in input order) the next ones again."""
         self._returned.extend(reversed(blocks))
+        self.taken -= sum(len(b) for b in blocks)
 
     def _cut(self) -> Iterator[bytes]:
         carry = b""
@@ -133,6 +136,11 @@ class RecordReader:
 
     def at_end(self) -> bool:
         return self._eof
+
+    def unread(self) -> int:
+        """About how many bytes of the pushed blocks are still queued (characters: exact for
+        ASCII): what a progress estimate takes off the blocks taken. Called once a batch."""
+        return sum(len(line) for line in self._pending)
 
     def give_back(self) -> None:
         """Between records: hand the lines queued but not read back to the source, so that

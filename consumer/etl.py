@@ -217,7 +217,12 @@ async def _file_skip(
         return None
     if prev.options is None or prev.result is None:
         return None
-    if msgspec.json.decode(prev.options, type=EffectiveOptions) != run.options:
+    # ``force`` only says whether to skip: a forced run of the same file and options is
+    # as good a reference as any (a dry run is not: it loaded nothing).
+    before = msgspec.structs.replace(
+        msgspec.json.decode(prev.options, type=EffectiveOptions), force=False
+    )
+    if before != msgspec.structs.replace(run.options, force=False):
         return None
     last = msgspec.json.decode(prev.result, type=ValidationResult)
     result = ValidationResult(
@@ -226,7 +231,8 @@ async def _file_skip(
         rows_rejected=0,
         inserted=0,
         updated=0,
-        unchanged=last.rows_valid,
+        # The rows the file holds, whether the last run loaded it or skipped it too.
+        unchanged=last.unchanged if last.file_unchanged else last.rows_valid,
         deleted=0,
         bytes_read=0,
         file_unchanged=True,

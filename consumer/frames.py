@@ -19,6 +19,9 @@ class Batch(msgspec.Struct, tag="batch"):
     rows_read: int  # data rows read so far
     errors: list[tuple[int, str | None, str, str, str]]  # line, column, code, message, raw
     pairs: bytes = b""  # the rows' packed (row hash, sku hash) pairs, when the set is kept
+    # Bytes of the file (as stored: compressed for gzip) behind the rows read so far: what
+    # progress estimates from, not the bytes sent, which run ahead by a pipe and a block.
+    bytes_parsed: int = 0
 
 
 class End(msgspec.Struct, tag="end"):

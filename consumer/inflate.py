@@ -24,7 +24,8 @@ class Inflater:
         self.chunks = iter(chunks)
         self.max_bytes = max_bytes
         self.max_ratio = max_ratio
-        self.compressed = 0
+        self.compressed = 0  # read from the input
+        self.consumed = 0  # ... of which the decompressor has taken (the rest waits)
         self.inflated = 0
         self.gzip = False
 
@@ -57,6 +58,7 @@ class Inflater:
             data = chunk
             while data:
                 out = d.decompress(data, OUT_STEP)
+                self.consumed = self.compressed - len(d.unconsumed_tail)
                 if out:
                     self._check(len(out))
                     yield out

@@ -230,6 +230,7 @@ async def _payloads(
             if frame.pairs and pairs is not None:
                 pairs.write(frame.pairs)
             progress.rows_read = frame.rows_read
+            progress.bytes_parsed = frame.bytes_parsed
             await progress.tick()
             if frame.payload:
                 yield frame.payload

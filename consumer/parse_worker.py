@@ -101,7 +101,15 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
         if info.missing:
             return
         rows = Recogniser(known, cfg.direct_tail, cfg.delimiter, keep_set=bool(cfg.keep_set))
-        end = _rows(reader, source, info, cfg, rows, emit)
+
+        def parsed() -> int:
+            """The file's bytes (as stored) behind the rows read so far."""
+            behind = max(source.taken - reader.unread(), 0)
+            if not inflater.gzip:
+                return behind
+            return behind * inflater.consumed // max(inflater.inflated, 1)
+
+        end = _rows(reader, source, info, cfg, rows, emit, parsed)
         end.inflated_bytes = inflater.inflated
         _finish(_end(end, rows, timings, started, cpu), rows, cfg, out)
     except DecompressionLimit as exc:
@@ -146,6 +154,7 @@ def _rows(
     cfg: WorkerConfig,
     rows: Recogniser,
     emit: Callable[[Frame], None],
+    parsed: Callable[[], int],
 ) -> End:
     """Every data row: whole clean blocks by the fast path, the rest record by record."""
     validator = RowValidator(info)
@@ -159,7 +168,9 @@ def _rows(
         nonlocal errors
         staged = rows.staged
         flushed = rows.flush(errors)
-        emit(Batch(flushed.payload, rows.staged - staged, rows_read, errors, flushed.pairs))
+        emit(
+            Batch(flushed.payload, rows.staged - staged, rows_read, errors, flushed.pairs, parsed())
+        )
         errors = []
 
     while True:

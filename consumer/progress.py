@@ -91,7 +91,8 @@ class Progress:
         self.run = run
         self.activity = activity or Activity()
         self.bytes_total = bytes_total
-        self.bytes_read = 0
+        self.bytes_read = 0  # sent to the worker
+        self.bytes_parsed = 0  # behind the rows read (the worker says, with each batch)
         self.rows_read = 0
         self.started = time.monotonic()
         self.last = 0.0
@@ -106,13 +107,14 @@ class Progress:
         if not force and now - self.last < PROGRESS_EVERY:
             return
         self.last = now
-        pct = round(100.0 * self.bytes_read / self.bytes_total, 1) if self.bytes_total else None
+        done = self.bytes_parsed
+        pct = round(100.0 * done / self.bytes_total, 1) if self.bytes_total else None
         elapsed = max(now - self.started, 0.001)
-        remaining = (self.bytes_total - self.bytes_read) / max(self.bytes_read / elapsed, 1.0)
+        remaining = (self.bytes_total - done) / max(done / elapsed, 1.0)
         retry_after = max(1, min(30, math.ceil(remaining / 2)))
         estimate = (
-            f" of ~{count_text(int(self.rows_read * self.bytes_total / self.bytes_read))}"
-            if self.bytes_read and self.bytes_total
+            f" of ~{count_text(round(self.rows_read * self.bytes_total / done))}"
+            if done and self.bytes_total and self.rows_read
             else ""
         )
         message = f"Loading: {count_text(self.rows_read)}{estimate} rows"

@@ -199,6 +199,17 @@ async def test_file_skip_and_force(client, acme, consumer, db):
     assert other_options["result"]["file_unchanged"] is False
     forced = await run_and_wait(client, acme, jv, {"mode": "snapshot", "force": True})
     assert forced["result"]["file_unchanged"] is False and forced["result"]["unchanged"] == 2
+    # After a forced run, the next unforced one skips the unchanged file; so does the one
+    # after it, reporting the same counts.
+    for _ in range(2):
+        skipped = (await run_and_wait(client, acme, jv, {"mode": "snapshot"}))["result"]
+        assert skipped["file_unchanged"] is True, skipped
+        assert (skipped["unchanged"], skipped["rows_read"], skipped["inserted"]) == (2, 0, 0)
+    # A dry run loaded nothing: it is no reference for a real run.
+    await run_and_wait(client, acme, jv, {"mode": "snapshot", "dry_run": True, "force": True})
+    assert (await run_and_wait(client, acme, jv, {"mode": "snapshot"}))["result"][
+        "file_unchanged"
+    ] is False
     await client.put(
         f"/feeds/{ids['feed_id']}/file",
         data=(H + "A,a,1,USD\n").encode(),
