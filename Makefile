@@ -43,7 +43,7 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	$(PY) bench/recovery.py
 	$(PY) bench/scheduler.py
 
-clean-data:           ## forget the demo: make run's saved S3 objects and its database
+clean-data:           ## forget the demo: make run's saved S3 objects, its database and its queues
 	rm -rf .data
 	$(PY) -m service dev-reset --yes
 

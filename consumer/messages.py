@@ -39,6 +39,8 @@ def decode_request(body: bytes) -> RunRequest:
     try:
         req = msgspec.json.decode(body, type=RunRequest)
     except msgspec.ValidationError as exc:
+        if _too_deep(body):  # the schema fails first, on the outermost value
+            raise DeadLetter("INVALID_JSON", "The run request is nested too deeply") from None
         raise DeadLetter(
             "INVALID_MESSAGE", f"The run request does not fit the schema: {exc}"
         ) from None
@@ -49,6 +51,18 @@ def decode_request(body: bytes) -> RunRequest:
     if req.job_id is None and req.feed_id is None:
         raise DeadLetter("INVALID_MESSAGE", "The run request names neither job_id nor feed_id")
     return req
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether ``body`` nests deeper than a JSON decoder goes (only asked of a message that
+    failed the schema: it costs nothing on the way of a valid one)."""
+    try:
+        msgspec.json.decode(body)
+    except RecursionError:
+        return True
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    return False
 
 
 def correlation_id(message: AbstractIncomingMessage) -> str | None:

@@ -18,6 +18,7 @@ import asyncpg
 
 from service.cli import admin, embedded_s3
 from service.core.boot import refuse, settings_or_exit
+from service.core.bus import delete_topology
 from service.core.db import UNREACHABLE, database_name, drop_database, ensure_database
 from service.core.logs import get_logger
 from service.core.migrate import migrate
@@ -216,6 +217,13 @@ def _command(args: argparse.Namespace, settings: Settings, operator: dict[str, A
         asyncio.run(drop_database(settings.database_url))
         asyncio.run(_migrate(settings))
         print(f"database {database_name(settings.database_url)} is empty again")
+        try:  # the demo's queues too, dead letters included (declared again at start)
+            asyncio.run(delete_topology(settings.amqp_url, settings.amqp_prefix))
+            print(f"queues and exchanges of AMQP_PREFIX {settings.amqp_prefix!r} deleted")
+        except Exception as exc:
+            print(
+                f"feedjobs: RabbitMQ not reachable ({exc}); its queues were kept", file=sys.stderr
+            )
     elif args.command in ("allow-s3-prefix", "revoke-s3-prefix"):
         try:
             prefix = normalise_prefix(args.prefix)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from service.cli import embedded_s3
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +105,35 @@ def test_a_leftover_embedded_s3_is_recognised_and_stopped(tmp_path):
         assert not embedded_s3.port_open("127.0.0.1", port) and not pid_file.exists()
     finally:
         embedded_s3.stop(server)
+
+
+async def test_clean_data_forgets_the_dead_letters_too(settings):
+    """``make clean-data`` (``dev-reset --yes``): the database empty again, and the queues
+    of the prefix gone with their messages, dead letters included."""
+    import aio_pika
+
+    from service.core.bus import Names, declare_topology
+
+    names = Names(settings.amqp_prefix)
+    conn = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await conn.channel()
+        await declare_topology(channel, names)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"job_id": "JV00001"}'), routing_key=names.dead_queue
+        )
+        dead = await channel.get_queue(names.dead_queue)
+        assert (await dead.declare()).message_count == 1
+        done = _run(
+            "dev-reset",
+            "--yes",
+            DATABASE_URL=settings.database_url,
+            AMQP_PREFIX=settings.amqp_prefix,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "deleted" in done.stdout
+        channel = await conn.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await channel.declare_queue(names.dead_queue, passive=True)
+    finally:
+        await conn.close()

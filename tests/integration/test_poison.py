@@ -51,6 +51,8 @@ POISON = {
     "wrong-type": (b'{"job_id": ["JV00001"]}', "INVALID_MESSAGE"),
     "array": (b"[]", "INVALID_MESSAGE"),
     "deep": (b'{"job_id": "JV00001", "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "INVALID_JSON"),
+    # A top-level array this deep fails the schema first: still "nested too deeply".
+    "deep-array": (b"[" * 30_000 + b"]" * 30_000, "INVALID_JSON"),
     "negative-attempt": (b'{"job_id": "JV00001", "attempt": -1}', "INVALID_MESSAGE"),
     "bad-options": (b'{"job_id": "JV00001", "options": {"mode": "all"}}', "INVALID_MESSAGE"),
 }
