@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test unit lint format bench clean clean-data
+.PHONY: install run migrate test unit lint format bench soak clean clean-data
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	$(PY) bench/gateway.py
 	$(PY) bench/recovery.py
 	$(PY) bench/scheduler.py
+
+SOAK_MINUTES ?= 5
+soak: install         ## 2 gateways + 2 consumers under random cuts and kills, then the invariants
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) bench/soak.py
 
 clean-data:           ## forget the demo: make run's saved S3 objects, its database and its queues
 	rm -rf .data
