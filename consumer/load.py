@@ -8,7 +8,8 @@
    *staged* path instead: every valid row staged and compared in PostgreSQL (the reference
    the property tests hold the other two to).
 2. **Stream** the file through the worker into COPY, rejections to ``job_errors``.
-3. **Check** the run's limits (``max_rejected_rows``, an empty snapshot).
+3. **Check** the run's limits (``max_rejected_rows``, an empty snapshot, and before a
+   snapshot writes, ``max_deleted_ratio``).
 4. **Write**: merge the staged rows, delete what a snapshot no longer holds, or count what
    a dry run would do; then, last, the feed's new hash set (when it changed).
 """
@@ -289,6 +290,28 @@ def _check_limits(run: ClaimedRun, errors: ErrorSink, rows_valid: int, end: End)
         )
 
 
+async def _check_deletions(
+    conn: asyncpg.Connection, chosen: Plan, end: End, run: ClaimedRun, table: str
+) -> None:
+    """A snapshot that would delete more than ``max_deleted_ratio`` of the feed's live
+    products fails, before anything is written: a file cut short upstream must not empty a
+    catalogue. The recognising path knows both counts already; the staged path counts."""
+    if chosen.recognise:
+        gone, live = len(end.gone), end.known_rows
+    else:
+        gone, live = await stage.snapshot_deletions(conn, table, run.feed_id)
+    ratio = run.options.max_deleted_ratio
+    if live and gone > ratio * live:
+        raise JobFailure(
+            "TOO_MANY_DELETIONS",
+            f"The snapshot would delete {count_text(gone)} of the feed's {count_text(live)}"
+            f" live products ({gone / live:.0%}), more than its max_deleted_ratio of"
+            f" {ratio:g} allows; nothing was written. If the file really is the whole"
+            " catalogue, run it again with a higher max_deleted_ratio",
+            {"would_delete": gone, "live_products": live, "max_deleted_ratio": ratio},
+        )
+
+
 async def _write(
     conn: asyncpg.Connection, chosen: Plan, streamed: Streamed, run: ClaimedRun, rows_valid: int
 ) -> stage.MergeCounts:
@@ -300,6 +323,8 @@ async def _write(
     snapshot = run.options.mode == "snapshot"
     gone = streamed.end.gone if chosen.recognise else None
     end = streamed.end
+    if snapshot:
+        await _check_deletions(conn, chosen, end, run, table)
     if chosen.recognise and end.rows_valid == end.unchanged and not (snapshot and gone):
         # Nothing to write: no statement at all (each would drop the feed's hash set).
         await stage.drop_stage(conn, table)

@@ -18,6 +18,8 @@ ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 NonNegative = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
+DEFAULT_MAX_DELETED_RATIO = 0.5
 # RFC 3339 UTC, as PostgreSQL's rfc3339() writes it: a string, declared as such in OpenAPI.
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 # Ids and correlation ids as they may arrive from outside (AMQP): anything else (a NUL, a
@@ -33,6 +35,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "DECOMPRESSION_LIMIT": "the gzip file inflates past MAX_INFLATED_BYTES or MAX_INFLATE_RATIO",
     "TOO_MANY_REJECTED_ROWS": "more rejected rows than max_rejected_rows; nothing was written",
     "EMPTY_SNAPSHOT": "a snapshot with no valid row, which would delete the whole feed",
+    "TOO_MANY_DELETIONS": "a snapshot that would delete more than max_deleted_ratio of the"
+    " feed's live products; nothing was written",
     "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
     "FEED_NOT_READY": "the feed has no stored file (its first upload failed or is under way)",
     "CANCELLED": "cancelled by a client; nothing was written",
@@ -74,6 +78,7 @@ JobErrorCode = Literal[
     "DECOMPRESSION_LIMIT",
     "TOO_MANY_REJECTED_ROWS",
     "EMPTY_SNAPSHOT",
+    "TOO_MANY_DELETIONS",
     "FILE_NOT_FOUND",
     "FEED_NOT_READY",
     "CANCELLED",
@@ -106,6 +111,7 @@ class RunOptions(Struct, forbid_unknown_fields=True, kw_only=True):
 
     mode: Mode | None = None
     max_rejected_rows: NonNegative | None = None
+    max_deleted_ratio: Ratio | None = None
     dry_run: bool = False
     force: bool = False
 
@@ -118,6 +124,8 @@ class EffectiveOptions(Struct, kw_only=True):
     dry_run: bool
     force: bool
     delimiter: str
+    # Runs stored before the option existed ran with no such guard; read back as the default.
+    max_deleted_ratio: float = DEFAULT_MAX_DELETED_RATIO
 
 
 class RunRequest(Struct, kw_only=True):
@@ -162,6 +170,7 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     mode: Mode = "upsert"
     delimiter: Delimiter = ","
     max_rejected_rows: NonNegative | None = None
+    max_deleted_ratio: Ratio = DEFAULT_MAX_DELETED_RATIO
     # Load every new object version that arrives there (S3 event notifications): s3_uri is
     # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
     watch: bool = False
@@ -191,6 +200,7 @@ class FeedSummary(Struct):
     submission_job_id: str
     last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
+    max_deleted_ratio: float
     watch: str | None  # the S3 key or prefix whose new versions the feed loads
 
 

@@ -162,6 +162,11 @@ UPLOAD_QUERY = [
     _query("mode", {"enum": ["upsert", "snapshot"]}, "Default load mode"),
     _query("delimiter", {"enum": [",", ";", "|", "tab"]}, "The CSV delimiter"),
     _query("max_rejected_rows", INT32, "Default limit of rejected rows"),
+    _query(
+        "max_deleted_ratio",
+        {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        "Share of live products a snapshot may delete (TOO_MANY_DELETIONS beyond)",
+    ),
 ]
 PROTECTED = ("401", "429", "503")
 

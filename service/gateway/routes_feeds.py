@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.core import ids, s3_events, schedules
 from service.core.contracts import (
+    DEFAULT_MAX_DELETED_RATIO,
     FEED_STATUSES,
     FeedCreated,
     FeedList,
@@ -66,7 +67,25 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
         if q.get("max_rejected_rows")
         else None
     )
-    return {"mode": mode, "delimiter": delimiter, "name": name, "max_rejected_rows": max_rejected}
+    ratio = q.get("max_deleted_ratio")
+    max_deleted = DEFAULT_MAX_DELETED_RATIO
+    if ratio is not None:
+        try:
+            max_deleted = float(ratio)
+        except ValueError:
+            max_deleted = -1.0
+        if not 0.0 <= max_deleted <= 1.0:  # NaN too
+            raise InvalidRequest(
+                "Query parameter `max_deleted_ratio` must be a number from 0 to 1",
+                details={"field": "max_deleted_ratio"},
+            )
+    return {
+        "mode": mode,
+        "delimiter": delimiter,
+        "name": name,
+        "max_rejected_rows": max_rejected,
+        "max_deleted_ratio": max_deleted,
+    }
 
 
 async def _receive(
@@ -130,6 +149,7 @@ async def create_feed(request: web.Request) -> web.Response:
             mode=opts["mode"],
             delimiter=opts["delimiter"],
             max_rejected_rows=opts["max_rejected_rows"],
+            max_deleted_ratio=opts["max_deleted_ratio"],
             submission_status="running",
         )
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
@@ -170,6 +190,7 @@ async def _register(request: web.Request) -> web.Response:
             mode=body.mode,
             delimiter=body.delimiter,
             max_rejected_rows=body.max_rejected_rows,
+            max_deleted_ratio=body.max_deleted_ratio,
             submission_status="completed",
             submission_result=encode(result).decode(),
         )
@@ -204,6 +225,7 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
             mode=body.mode,
             delimiter=body.delimiter,
             max_rejected_rows=body.max_rejected_rows,
+            max_deleted_ratio=body.max_deleted_ratio,
             submission_status="created",
         )
         await feeds_store.set_watch(conn, feed_id, watch)

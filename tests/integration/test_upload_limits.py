@@ -9,6 +9,7 @@ import re
 import zlib
 
 import msgspec
+import pytest
 
 from tests.integration.conftest import gateway, upload_feed
 
@@ -136,29 +137,26 @@ async def _trickle(settings, db, acme, *, every: float, size: int, **limits) -> 
             writer.close()
 
 
-async def test_a_trickling_upload_is_cut_at_the_minimum_rate(settings, db, acme):
+@pytest.mark.parametrize(
+    ("every", "size", "limits", "which"),
+    [
+        # 5 bytes every 0.1 s: 25 bytes a 0.5 s window, under 1000 B/s
+        (0.1, 5, {}, "UPLOAD_MIN_BYTES_PER_SECOND"),
+        # fast enough, but longer than the whole deadline allows
+        (0.05, 4096, {"upload_deadline_seconds": 1.5}, "UPLOAD_DEADLINE_SECONDS"),
+    ],
+    ids=["under the minimum rate", "past the deadline"],
+)
+async def test_a_slow_upload_is_cut_off(settings, db, acme, every, size, limits, which):
     status, body = await _trickle(
         settings,
         db,
         acme,
-        every=0.1,
-        size=5,
+        every=every,
+        size=size,
         upload_read_timeout_seconds=0.5,
         upload_min_bytes_per_second=1000,
+        **limits,
     )
     assert status == 408 and body["error_code"] == "REQUEST_TIMEOUT"
-    assert body["details"]["limit"] == "UPLOAD_MIN_BYTES_PER_SECOND", body
-
-
-async def test_an_upload_has_a_total_deadline(settings, db, acme):
-    status, body = await _trickle(
-        settings,
-        db,
-        acme,
-        every=0.05,
-        size=4096,
-        upload_read_timeout_seconds=0.5,
-        upload_min_bytes_per_second=1000,
-        upload_deadline_seconds=1.5,
-    )
-    assert status == 408 and body["details"]["limit"] == "UPLOAD_DEADLINE_SECONDS", body
+    assert body["details"]["limit"] == which, body

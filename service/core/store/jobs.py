@@ -128,6 +128,8 @@ class FeedDefaults(Protocol):
     def max_rejected_rows(self) -> int | None: ...
     @property
     def delimiter(self) -> str: ...
+    @property
+    def max_deleted_ratio(self) -> float: ...
 
 
 def effective_options(options: RunOptions | None, feed: FeedDefaults) -> EffectiveOptions:
@@ -140,6 +142,9 @@ def effective_options(options: RunOptions | None, feed: FeedDefaults) -> Effecti
         dry_run=opts.dry_run,
         force=opts.force,
         delimiter=feed.delimiter,
+        max_deleted_ratio=(
+            opts.max_deleted_ratio if opts.max_deleted_ratio is not None else feed.max_deleted_ratio
+        ),
     )
 
 

@@ -201,6 +201,18 @@ async def _delete_gone(
     return _count(status)
 
 
+async def snapshot_deletions(conn: asyncpg.Connection, table: str, feed_id: str) -> tuple[int, int]:
+    """(products a snapshot of the stage would delete, the feed's live products), counted
+    before anything is written (the staged path's TOO_MANY_DELETIONS check)."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) FILTER (WHERE NOT EXISTS"
+        f"   (SELECT 1 FROM {ident(table)} s WHERE s.sku = p.sku)) AS gone, count(*) AS live"
+        f" FROM products p WHERE p.feed_id = $1 AND p.deleted_at IS NULL",
+        feed_id,
+    )
+    return int(row["gone"]), int(row["live"])
+
+
 async def dry_counts(
     conn: asyncpg.Connection, table: str, feed_id: str, *, snapshot: bool, gone: list[int] | None
 ) -> MergeCounts:

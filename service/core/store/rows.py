@@ -77,6 +77,7 @@ class FeedRow(msgspec.Struct, frozen=True):
     mode: Mode
     delimiter: str
     max_rejected_rows: int | None
+    max_deleted_ratio: float
     validation_job_id: str
     submission_job_id: str
     created_at: datetime
@@ -93,6 +94,7 @@ class RunTarget(msgspec.Struct, frozen=True):
     mode: Mode
     delimiter: str
     max_rejected_rows: int | None
+    max_deleted_ratio: float
     id: str  # the validation job
     attempt: int
     status: str
