@@ -41,6 +41,7 @@ class End(msgspec.Struct, tag="end"):
     # follow this one (WorkerConfig.keep_set).
     set_changed: bool = False
     kept_parts: int = 0
+    encoding: str = ""  # the file's encoding as decoded (for ``auto``, the one found)
 
 
 class Kept(msgspec.Struct, tag="kept"):
@@ -68,6 +69,7 @@ def pack(frame: Frame) -> bytes:
 
 class WorkerConfig(msgspec.Struct, frozen=True):
     delimiter: str = ","
+    encoding: str = "utf-8"  # consumer/transcode.py
     # Recognise stored rows: stdin starts with the feed's stored hashes (its packed hash
     # set after a SET_SIGNATURE chunk, or a binary COPY; as length-prefixed chunks ending
     # with an empty one), and the worker rejects duplicates.

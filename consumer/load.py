@@ -77,6 +77,7 @@ async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) ->
     stored = recognise and not direct and await hash_sets.exists(conn, run.feed_id)
     config = WorkerConfig(
         delimiter=run.options.delimiter,
+        encoding=run.options.encoding,
         fast_path=settings.fast_path,
         max_inflated_bytes=settings.max_inflated_bytes,
         max_inflate_ratio=settings.max_inflate_ratio,
@@ -145,6 +146,7 @@ async def load(
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
         rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
+        encoding=end.encoding or None,
     )
 
 

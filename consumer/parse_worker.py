@@ -24,11 +24,13 @@ from consumer.inflate import DecompressionLimit, Inflater
 from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
 from consumer.rules import RowFault
+from consumer.transcode import EncodingFault, transcode
 from consumer.validate import HeaderInfo, RowValidator
 from service.core.product import canonical_line, row_hash
 
 FAULT_MESSAGES = {
-    "INVALID_ENCODING": "the row holds bytes that are not UTF-8",
+    "INVALID_ENCODING": "the row holds bytes that are not UTF-8: if the file is in another"
+    " encoding, set the feed's encoding (windows-1252, iso-8859-1, utf-16, or auto)",
     "INVALID_CHARACTER": "the row holds a NUL byte",
     "FIELD_TOO_LARGE": f"a field is larger than {FIELD_LIMIT} bytes",
     "UNTERMINATED_QUOTE": "a quoted field is never closed: it runs to the end of the file",
@@ -70,14 +72,19 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
     known = read_known(stdin) if cfg.recognise else None
     timings = {"known": round((time.monotonic() - started) * 1000)}
     inflater = Inflater(chunks(), cfg.max_inflated_bytes, cfg.max_inflate_ratio)
+    used = [cfg.encoding]
+
+    def record(encoding: str) -> None:
+        used[0] = encoding
+
     try:
-        source = LineSource(inflater)
+        source = LineSource(transcode(inflater, cfg.encoding, record))
         reader = RecordReader(source, cfg.delimiter)
         first = next(iter(reader), None)
         if first is None:
             emit(
                 _end(
-                    End(0, 0, 0, inflater.inflated),
+                    End(0, 0, 0, inflater.inflated, encoding=used[0]),
                     Recogniser(known, "", cfg.delimiter),
                     timings,
                     started,
@@ -111,9 +118,12 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
 
         end = _rows(reader, source, info, cfg, rows, emit, parsed)
         end.inflated_bytes = inflater.inflated
+        end.encoding = used[0]
         _finish(_end(end, rows, timings, started, cpu), rows, cfg, out)
     except DecompressionLimit as exc:
         emit(Fatal("DECOMPRESSION_LIMIT", exc.message, exc.details))
+    except EncodingFault as exc:
+        emit(Fatal("INVALID_ENCODING", exc.message, exc.details))
 
 
 def _finish(end: End, rows: Recogniser, cfg: WorkerConfig, out: BinaryIO) -> None:

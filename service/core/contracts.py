@@ -11,6 +11,9 @@ from service.core import ids
 
 Mode = Literal["upsert", "snapshot"]
 Delimiter = Literal[",", ";", "\t", "|"]
+# consumer/transcode.py: the text encodings a feed's files may come in
+Encoding = Literal["utf-8", "utf-16", "windows-1252", "iso-8859-1", "auto"]
+ENCODINGS: tuple[str, ...] = ("utf-8", "utf-16", "windows-1252", "iso-8859-1", "auto")
 JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 JobType = Literal["submission", "validation"]
 JOB_STATUSES: tuple[str, ...] = ("created", "queued", "running", "completed", "failed", "cancelled")
@@ -35,6 +38,7 @@ JOB_ERROR_CODES: dict[str, str] = {
     "DECOMPRESSION_LIMIT": "the gzip file inflates past MAX_INFLATED_BYTES or MAX_INFLATE_RATIO",
     "TOO_MANY_REJECTED_ROWS": "more rejected rows than max_rejected_rows; nothing was written",
     "EMPTY_SNAPSHOT": "a snapshot with no valid row, which would delete the whole feed",
+    "INVALID_ENCODING": "the file cannot be decoded in its encoding (only utf-16 can fail so)",
     "TOO_MANY_DELETIONS": "a snapshot that would delete more than max_deleted_ratio of the"
     " feed's live products; nothing was written",
     "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
@@ -78,6 +82,7 @@ JobErrorCode = Literal[
     "DECOMPRESSION_LIMIT",
     "TOO_MANY_REJECTED_ROWS",
     "EMPTY_SNAPSHOT",
+    "INVALID_ENCODING",
     "TOO_MANY_DELETIONS",
     "FILE_NOT_FOUND",
     "FEED_NOT_READY",
@@ -112,6 +117,7 @@ class RunOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     mode: Mode | None = None
     max_rejected_rows: NonNegative | None = None
     max_deleted_ratio: Ratio | None = None
+    encoding: Encoding | None = None
     dry_run: bool = False
     force: bool = False
 
@@ -126,6 +132,7 @@ class EffectiveOptions(Struct, kw_only=True):
     delimiter: str
     # Runs stored before the option existed ran with no such guard; read back as the default.
     max_deleted_ratio: float = DEFAULT_MAX_DELETED_RATIO
+    encoding: str = "utf-8"
 
 
 class RunRequest(Struct, kw_only=True):
@@ -171,6 +178,7 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     delimiter: Delimiter = ","
     max_rejected_rows: NonNegative | None = None
     max_deleted_ratio: Ratio = DEFAULT_MAX_DELETED_RATIO
+    encoding: Encoding = "utf-8"
     # Load every new object version that arrives there (S3 event notifications): s3_uri is
     # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
     watch: bool = False
@@ -201,6 +209,7 @@ class FeedSummary(Struct):
     last_loaded_at: Timestamp | None
     max_rejected_rows: int | None
     max_deleted_ratio: float
+    encoding: str
     watch: str | None  # the S3 key or prefix whose new versions the feed loads
 
 
@@ -302,6 +311,8 @@ class ValidationResult(Struct, kw_only=True):
     dry_run: bool = False
     # Where every rejection of this run can be downloaded (as CSV with Accept: text/csv).
     rejections_url: str | None = None
+    # The file's encoding as decoded: the feed's or the run's, or what ``auto`` found.
+    encoding: str | None = None
 
 
 class SubmissionResult(Struct):

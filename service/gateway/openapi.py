@@ -167,6 +167,11 @@ UPLOAD_QUERY = [
         {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
         "Share of live products a snapshot may delete (TOO_MANY_DELETIONS beyond)",
     ),
+    _query(
+        "encoding",
+        {"enum": list(c.ENCODINGS), "default": "utf-8"},
+        "The files' text encoding (auto: BOM, strict UTF-8, else a detector)",
+    ),
 ]
 PROTECTED = ("401", "429", "503")
 

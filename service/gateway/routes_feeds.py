@@ -11,6 +11,7 @@ from aiohttp import web
 from service.core import ids, s3_events, schedules
 from service.core.contracts import (
     DEFAULT_MAX_DELETED_RATIO,
+    ENCODINGS,
     FEED_STATUSES,
     FeedCreated,
     FeedList,
@@ -57,6 +58,12 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
             "Query parameter `delimiter` must be one of , ; | or tab",
             details={"field": "delimiter"},
         )
+    encoding = q.get("encoding") or "utf-8"
+    if encoding not in ENCODINGS:
+        raise InvalidRequest(
+            f"Query parameter `encoding` must be one of {', '.join(ENCODINGS)}",
+            details={"field": "encoding"},
+        )
     name = q.get("name") or None
     if name is not None and len(name) > 200:
         raise InvalidRequest(
@@ -85,6 +92,7 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
         "name": name,
         "max_rejected_rows": max_rejected,
         "max_deleted_ratio": max_deleted,
+        "encoding": encoding,
     }
 
 
@@ -150,6 +158,7 @@ async def create_feed(request: web.Request) -> web.Response:
             delimiter=opts["delimiter"],
             max_rejected_rows=opts["max_rejected_rows"],
             max_deleted_ratio=opts["max_deleted_ratio"],
+            encoding=opts["encoding"],
             submission_status="running",
         )
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
@@ -191,6 +200,7 @@ async def _register(request: web.Request) -> web.Response:
             delimiter=body.delimiter,
             max_rejected_rows=body.max_rejected_rows,
             max_deleted_ratio=body.max_deleted_ratio,
+            encoding=body.encoding,
             submission_status="completed",
             submission_result=encode(result).decode(),
         )
@@ -226,6 +236,7 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
             delimiter=body.delimiter,
             max_rejected_rows=body.max_rejected_rows,
             max_deleted_ratio=body.max_deleted_ratio,
+            encoding=body.encoding,
             submission_status="created",
         )
         await feeds_store.set_watch(conn, feed_id, watch)

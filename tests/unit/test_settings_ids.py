@@ -50,3 +50,14 @@ def test_token_bucket():
     assert not allowed and wait == pytest.approx(1.0)
     assert rl.take(1, now=1.0)[0]
     assert rl.take(2, now=0)[0]  # buckets are per key
+
+
+def test_the_encodings_are_named_once_for_the_api_and_the_schema():
+    import typing
+    from pathlib import Path
+
+    from service.core.contracts import ENCODINGS, Encoding
+
+    assert typing.get_args(Encoding) == ENCODINGS
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "0011_feed_encoding.sql").read_text()
+    assert all(f"'{name}'" in sql for name in ENCODINGS)

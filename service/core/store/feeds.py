@@ -19,7 +19,7 @@ FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
        rfc3339(f.created_at) AS created_at,
        f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-       rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
+       f.encoding, rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
        (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
            AS product_count
 FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
@@ -30,7 +30,7 @@ FEED_LIST_COLUMNS = """
     f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
     rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
     f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-    rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
+    f.encoding, rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
 """
 FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
 
@@ -85,6 +85,7 @@ async def create_feed(
     max_rejected_rows: int | None,
     submission_status: lifecycle.JobStart,
     max_deleted_ratio: float = DEFAULT_MAX_DELETED_RATIO,
+    encoding: str = "utf-8",
     submission_result: str | None = None,
 ) -> tuple[str, str, str, int]:
     """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).
@@ -97,9 +98,9 @@ async def create_feed(
     jv_id = ids.make_id(ids.VALIDATION, n)
     await conn.execute(
         "INSERT INTO feeds (id, tenant_id, name, s3_uri, source, mode, delimiter,"
-        " max_rejected_rows, validation_job_id, submission_job_id, status, max_deleted_ratio)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-        "  CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11)",
+        " max_rejected_rows, validation_job_id, submission_job_id, status, max_deleted_ratio,"
+        " encoding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        "  CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11, $12)",
         feed_id,
         tenant_id,
         name or feed_id,
@@ -111,6 +112,7 @@ async def create_feed(
         jv_id,
         js_id,
         max_deleted_ratio,
+        encoding,
     )
     await lifecycle.create_job(
         conn,

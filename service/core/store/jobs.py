@@ -130,6 +130,8 @@ class FeedDefaults(Protocol):
     def delimiter(self) -> str: ...
     @property
     def max_deleted_ratio(self) -> float: ...
+    @property
+    def encoding(self) -> str: ...
 
 
 def effective_options(options: RunOptions | None, feed: FeedDefaults) -> EffectiveOptions:
@@ -145,6 +147,7 @@ def effective_options(options: RunOptions | None, feed: FeedDefaults) -> Effecti
         max_deleted_ratio=(
             opts.max_deleted_ratio if opts.max_deleted_ratio is not None else feed.max_deleted_ratio
         ),
+        encoding=opts.encoding or feed.encoding,
     )
 
 

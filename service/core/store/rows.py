@@ -78,6 +78,7 @@ class FeedRow(msgspec.Struct, frozen=True):
     delimiter: str
     max_rejected_rows: int | None
     max_deleted_ratio: float
+    encoding: str
     validation_job_id: str
     submission_job_id: str
     created_at: datetime
@@ -95,6 +96,7 @@ class RunTarget(msgspec.Struct, frozen=True):
     delimiter: str
     max_rejected_rows: int | None
     max_deleted_ratio: float
+    encoding: str
     id: str  # the validation job
     attempt: int
     status: str
