@@ -23,6 +23,12 @@ HEARTBEAT_SECONDS = 2.0
 CUT_OFF_SECONDS = 5.0  # a stopped run's time to end before its backend is terminated
 
 
+def _forget(task: asyncio.Task[etl.RunEnd]) -> None:
+    """Retrieve what a task the runner let go of ended with (no 'never retrieved' noise)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Runner:
     def __init__(
         self, deps: etl.Deps, metrics: ConsumerMetrics, stopping: Callable[[], bool]
@@ -55,6 +61,12 @@ class Runner:
             with contextlib.suppress(BaseException):
                 await self._cut_off(run, work, activity)
             raise
+        if not work.done():
+            # Stopped, backend terminated, and still not ended: let it go rather than wait
+            # for ever (its writes are fenced by its attempt; the run is given back now).
+            log.error("run_task_stuck", job_id=run.job_id, attempt=run.attempt)
+            work.add_done_callback(_forget)
+            return "stalled"
         try:
             end: etl.RunEnd = await work
         except asyncio.CancelledError:  # cancelled by the heartbeat below
