@@ -11,9 +11,7 @@ import asyncio
 import time
 from typing import Any, Literal, TypeAlias
 
-import aiohttp
 import asyncpg
-import botocore.exceptions
 import msgspec
 
 from consumer import load
@@ -28,6 +26,7 @@ from consumer.progress import (
     ms_since,
 )
 from consumer.session import Spawner
+from service.core import s3
 from service.core.contracts import EffectiveOptions, JobError, ValidationResult, job_error_code
 from service.core.errors import InvalidRequest, JobFailure
 from service.core.logs import get_logger
@@ -55,12 +54,7 @@ Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 File: TypeAlias = tuple[str, int]  # the object read: (etag, size)
 
 # Faults of a dependency rather than of the run: PostgreSQL or S3 unreachable.
-INTERRUPTIONS: tuple[type[BaseException], ...] = (
-    *TRANSIENT,
-    botocore.exceptions.HTTPClientError,
-    botocore.exceptions.ConnectionError,
-    aiohttp.ClientError,  # aiobotocore's transport: a body cut off mid-read
-)
+INTERRUPTIONS: tuple[type[BaseException], ...] = (*TRANSIENT, *s3.UNREACHABLE)
 
 
 __all__ = ["Deps", "LeaseLost", "RunCancelled", "RunEnd", "execute"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import urllib.parse
 
 import asyncpg
 
 from service.core.errors import ConfigError
 from service.core.logs import get_logger
-from service.core.retry import Backoff
+from service.core.retry import until_reachable
 
 log = get_logger(__name__)
 
@@ -54,33 +53,16 @@ async def ensure_database(url: str) -> bool:
 
 async def create_pool(url: str, *, max_size: int, retries: int) -> asyncpg.Pool:
     """A pool on the database ``url`` names (created first if it does not exist), once
-    PostgreSQL answers. A process started during an outage waits, with the backoff of
-    every other connection, logging each wait (``postgres_waiting``) and then
-    ``postgres_ready``: ``retries`` tries at most, 0 for as long as it takes."""
-    backoff = Backoff(0.5, 5.0)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await ensure_database(url)
-            pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=max_size, command_timeout=None
-            )
-            assert pool is not None
-            if attempt > 1:
-                log.info("postgres_ready", attempts=attempt)
-            return pool
-        except UNREACHABLE as exc:
-            if retries and attempt >= retries:
-                raise
-            delay = backoff.next()
-            log.warning(
-                "postgres_waiting",
-                attempt=attempt,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-                delay_s=delay,
-            )
-            await asyncio.sleep(delay)
+    PostgreSQL answers: a process started during an outage waits (``postgres_waiting``,
+    then ``postgres_ready``), ``retries`` tries at most, 0 for as long as it takes."""
+
+    async def connect() -> asyncpg.Pool:
+        await ensure_database(url)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=None)
+        assert pool is not None
+        return pool
+
+    return await until_reachable("postgres", connect, retries=retries, unreachable=UNREACHABLE)
 
 
 async def drop_database(url: str) -> None:

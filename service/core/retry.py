@@ -124,6 +124,40 @@ async def retry_transient(
             await asyncio.sleep(delay)
 
 
+async def until_reachable(
+    what: str,
+    step: Callable[[], Awaitable[T]],
+    *,
+    retries: int,
+    unreachable: tuple[type[BaseException], ...],
+) -> T:
+    """``step()``'s result once the dependency ``what`` answers: what a process does at
+    start-up. Each wait is logged (``{what}_waiting``: attempt, error, delay; 0.5 s doubling
+    to 5 s) and the end too (``{what}_ready``); ``retries`` tries at most, 0 for as long as
+    it takes. Other faults are raised at once."""
+    backoff = Backoff(0.5, 5.0)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = await step()
+        except unreachable as exc:
+            if retries and attempt >= retries:
+                raise
+            delay = backoff.next()
+            log.warning(
+                f"{what}_waiting",
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                delay_s=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+            continue
+        if attempt > 1:
+            log.info(f"{what}_ready", attempts=attempt)
+        return result
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aioboto3
+import aiohttp
 import botocore.exceptions
 import msgspec
 
@@ -59,6 +60,16 @@ async def s3_client(settings: Settings) -> AsyncIterator[Any]:
     session = aioboto3.Session()
     async with session.client("s3", **client_kwargs(settings)) as client:
         yield client
+
+
+# S3 (or MinIO, or moto) not reachable: refused, reset or timed out connections, a body cut
+# off mid-read. Faults of a dependency: waited out at start, a run interrupted mid-load.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+    aiohttp.ClientError,
+)
 
 
 async def ensure_bucket(client: Any, bucket: str) -> None:

@@ -8,12 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
+from service.core import s3
 from service.core.bus import Names
 from service.core.db import create_pool
 from service.core.listener import JobWatcher
 from service.core.logs import get_logger
 from service.core.migrate import migrate
 from service.core.outbox import OutboxRelay
+from service.core.retry import until_reachable
 from service.core.s3 import ensure_bucket, s3_client
 from service.core.settings import Settings
 from service.gateway import appkeys, fastpoll, protocol, routes_feeds, routes_jobs, routes_ops
@@ -63,7 +65,13 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _s3(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     async with s3_client(settings) as client:
-        await ensure_bucket(client, settings.s3_bucket)
+        # A gateway started while S3 is away waits for it, as for PostgreSQL.
+        await until_reachable(
+            "s3",
+            lambda: ensure_bucket(client, settings.s3_bucket),
+            retries=settings.connect_retries,
+            unreachable=s3.UNREACHABLE,
+        )
         app[appkeys.S3] = client
         yield
 

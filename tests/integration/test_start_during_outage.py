@@ -86,3 +86,34 @@ async def test_gateway_and_consumer_started_during_an_outage_wait_then_serve(set
         events = [json.loads(line)["event"] for line in lines]
         assert "postgres_waiting" in events, (name, events)
         assert "postgres_ready" in events, (name, events)
+
+
+async def test_a_gateway_started_while_s3_is_away_waits_for_it(settings, s3_endpoint):
+    proxy = FaultProxy.for_url(s3_endpoint)  # not started: S3 is "down"
+    port = _free_port()
+    gw = consumer_process(
+        settings,
+        module="service",
+        S3_ENDPOINT_URL=proxy.url(s3_endpoint),
+        HTTP_PORT=str(port),
+        LOG_LEVEL="INFO",
+        logs=True,
+    )
+    try:
+        # Longer than botocore's own retries of a refused connection (about 5 tries with
+        # backoff): before, the gateway's start gave up here with a traceback.
+        await asyncio.sleep(12)
+        assert gw.poll() is None
+        await proxy.start()
+        for _ in range(150):
+            if await _ready(port):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the gateway never became ready")
+    finally:
+        gw.terminate()
+        out = (await asyncio.to_thread(gw.communicate, timeout=30))[0].decode()
+        await proxy.close()
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert "s3_waiting" in events and "s3_ready" in events, events
