@@ -164,7 +164,7 @@ UPLOAD_QUERY = [
     _query("max_rejected_rows", INT32, "Default limit of rejected rows"),
     _query(
         "max_deleted_ratio",
-        {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        {"type": "number", "minimum": 0, "maximum": 1, "default": c.DEFAULT_MAX_DELETED_RATIO},
         "Share of live products a snapshot may delete (TOO_MANY_DELETIONS beyond)",
     ),
     _query(

@@ -61,3 +61,12 @@ def test_the_encodings_are_named_once_for_the_api_and_the_schema():
     assert typing.get_args(Encoding) == ENCODINGS
     sql = (Path(__file__).resolve().parents[2] / "sql" / "0011_feed_encoding.sql").read_text()
     assert all(f"'{name}'" in sql for name in ENCODINGS)
+
+
+def test_the_snapshot_guards_default_is_the_same_in_the_schema():
+    from pathlib import Path
+
+    from service.core.contracts import DEFAULT_MAX_DELETED_RATIO
+
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "0010_max_deleted_ratio.sql").read_text()
+    assert f"DEFAULT {DEFAULT_MAX_DELETED_RATIO}" in sql
