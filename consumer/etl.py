@@ -72,7 +72,7 @@ class Deps(msgspec.Struct):
 RunEnd = Literal["completed", "failed", "cancelled", "lease_lost", "interrupted"]
 
 
-async def execute(deps: Deps, run: ClaimedRun, activity: Activity | None = None) -> RunEnd:
+async def execute(deps: Deps, run: ClaimedRun, activity: Activity) -> RunEnd:
     """Run the ETL and record its outcome; never raises for the run's own failures.
 
     A fault of a dependency (PostgreSQL or S3 unreachable) mid-run is ``interrupted``: the
@@ -86,7 +86,7 @@ async def execute(deps: Deps, run: ClaimedRun, activity: Activity | None = None)
         "run_started", mode=run.options.mode, dry_run=run.options.dry_run, force=run.options.force
     )
     try:
-        result, etag, size = await _load(deps, run, started, activity or Activity())
+        result, etag, size = await _load(deps, run, started, activity)
     except asyncio.CancelledError:
         bound.warning("run_abandoned", duration_ms=ms_since(started))
         raise

@@ -61,7 +61,7 @@ def _too_deep(body: bytes) -> bool:
     except RecursionError:
         return True
     except (msgspec.DecodeError, UnicodeDecodeError):
-        return False
+        pass
     return False
 
 

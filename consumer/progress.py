@@ -22,9 +22,10 @@ class RunCancelled(Exception):
 
 
 class Activity:
-    """When a run last moved (a chunk of the file, a frame of the worker, a statement
-    started) and which PostgreSQL backend holds its transaction: the runner's heartbeat
-    reads both to tell a run that is slow from one that hangs (consumer/runner.py)."""
+    """When a run last moved (its transaction began, a chunk of the file was sent, a frame
+    of the worker arrived) and which PostgreSQL backend holds its transaction: the runner's
+    heartbeat reads both to tell a run that is slow from one that hangs
+    (consumer/runner.py)."""
 
     def __init__(self) -> None:
         self.last = time.monotonic()
@@ -85,11 +86,11 @@ class Progress:
         pool: asyncpg.Pool,
         run: ClaimedRun,
         bytes_total: int,
-        activity: Activity | None = None,
+        activity: Activity,
     ) -> None:
         self.pool = pool
         self.run = run
-        self.activity = activity or Activity()
+        self.activity = activity
         self.bytes_total = bytes_total
         self.bytes_read = 0  # sent to the worker
         self.bytes_parsed = 0  # behind the rows read (the worker says, with each batch)

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
@@ -81,10 +81,14 @@ def gateway_main() -> None:
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        refuse(
-            f"port {settings.http_port} on {settings.http_host} is taken (HTTP_PORT): stop what"
-            " holds it, or set HTTP_PORT to a free port"
-        )
+        _http_port_taken(settings)
+
+
+def _http_port_taken(settings: Settings) -> NoReturn:
+    refuse(
+        f"port {settings.http_port} on {settings.http_host} is taken (HTTP_PORT): stop what"
+        " holds it, or set HTTP_PORT to a free port"
+    )
 
 
 def dev(settings: Settings) -> int:
@@ -96,12 +100,9 @@ def dev(settings: Settings) -> int:
     saved_objects = Path(settings.dev_data_dir) / "s3"
     endpoint = f"http://127.0.0.1:{settings.embedded_s3_port}"
     if embedded_s3.port_open(settings.http_host, settings.http_port):
-        refuse(
-            f"port {settings.http_port} on {settings.http_host} is taken (HTTP_PORT): stop"
-            " what holds it, or set HTTP_PORT to a free port"
-        )
+        _http_port_taken(settings)
+    pid_file = Path(settings.dev_data_dir) / "embedded-s3.pid"
     if not settings.s3_endpoint_url:
-        pid_file = Path(settings.dev_data_dir) / "embedded-s3.pid"
         if embedded_s3.stop_leftover(pid_file, settings.embedded_s3_port):
             log.warning("embedded_s3_leftover_stopped", port=settings.embedded_s3_port)
         try:
@@ -156,7 +157,7 @@ def dev(settings: Settings) -> int:
                 log.info("embedded_s3_saved", objects=saved, folder=str(saved_objects))
             finally:
                 embedded_s3.stop(moto)
-                (Path(settings.dev_data_dir) / "embedded-s3.pid").unlink(missing_ok=True)
+                pid_file.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from service.core import ids, s3_events, schedules
@@ -16,6 +17,7 @@ from service.core.contracts import (
     FeedCreated,
     FeedList,
     JobError,
+    Ratio,
     RegisterFeed,
     ScheduleBody,
     SubmissionResult,
@@ -77,15 +79,13 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
     ratio = q.get("max_deleted_ratio")
     max_deleted = DEFAULT_MAX_DELETED_RATIO
     if ratio is not None:
-        try:
-            max_deleted = float(ratio)
-        except ValueError:
-            max_deleted = -1.0
-        if not 0.0 <= max_deleted <= 1.0:  # NaN too
+        try:  # the rule of the JSON bodies' field: contracts.Ratio
+            max_deleted = msgspec.convert(ratio, Ratio, strict=False)
+        except msgspec.ValidationError:
             raise InvalidRequest(
                 "Query parameter `max_deleted_ratio` must be a number from 0 to 1",
                 details={"field": "max_deleted_ratio"},
-            )
+            ) from None
     return {
         "mode": mode,
         "delimiter": delimiter,
