@@ -35,7 +35,7 @@ from typing import IO, Any
 if __package__ in (None, ""):  # run as a script: python bench/genfeed.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consumer.rules import COLUMNS
+from service.core.product import NAMES as COLUMNS
 
 CATEGORIES = [
     "Shoes",

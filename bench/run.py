@@ -36,6 +36,7 @@ from bench.report import Row, report  # noqa: E402
 from service.cli import embedded_s3  # noqa: E402
 from service.core.bus import delete_topology  # noqa: E402
 from service.core.db import admin_url  # noqa: E402
+from service.core.product import PRODUCT  # noqa: E402
 from service.core.settings import load_settings  # noqa: E402
 
 KEY = "bench-key"
@@ -215,11 +216,8 @@ async def sample_rss(proc: psutil.Process, out: list[int]) -> None:
 
 
 def psql_copy(db_url: str, path: Path) -> float:
-    ddl = (
-        "DROP TABLE IF EXISTS ref_products; CREATE TABLE ref_products (sku text PRIMARY KEY,"
-        " name text, description text, price numeric(12,2), currency char(3), quantity int,"
-        " category text, brand text, gtin text, updated_at timestamptz, active boolean)"
-    )
+    # The product's columns as declared (service/core/product.py), keyed by sku.
+    ddl = "DROP TABLE IF EXISTS ref_products; " + PRODUCT.table_ddl("ref_products")
     subprocess.run(["psql", db_url, "-q", "-c", ddl], check=True)
     started = time.perf_counter()
     subprocess.run(

@@ -231,6 +231,8 @@ async def _file_skip(
         bytes_read=0,
         file_unchanged=True,
         ignored_columns=last.ignored_columns,
+        columns=last.columns,
+        attributes=last.attributes,
         first_error=None,
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,

@@ -7,7 +7,7 @@ one record whose every field is in *canonical form*: exactly the text the column
 would return (trimmed, single spaces, `1234.50`, upper-case currency, ...), quoted only
 where the quoting means the same to Python's ``csv`` and to PostgreSQL's ``COPY ... CSV``.
 The rules a pattern cannot say (currency in ISO 4217, GTIN check digit, a real calendar
-date) are checked once per distinct value by the column's own cleaner, so ``consumer.rules``
+date) are checked once per distinct value by the column's own cleaner, so ``service.core.rules``
 stays the one definition of a valid value. A block with a single doubtful line is refused
 whole; the worker then halves it and tries each half again, down to a few dozen lines that
 go through the slow path (``csvread`` + ``validate``), which finds and explains each fault.
@@ -30,55 +30,25 @@ from typing import NamedTuple
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from consumer import rules
 from consumer.known import Indexes, Int64s, KnownRows
-from consumer.rules import RowFault
 from consumer.validate import HeaderInfo
-from service.core.product import NAMES, canonical_line
+from service.core.product import any_field
+from service.core.rules import RowFault
 
 MAX_LINE = 5000  # no field of a line this short can pass a length limit (description: 5000)
 _CACHE_LIMIT = 100_000
 
 
-def _column_patterns(x: str, strict: bool) -> dict[str, str]:
-    """Canonical-form patterns per column; ``x`` is the delimiter escaped for a class.
-
-    ``strict``: the line must also be the row's *canonical line* (service.core.product): free
-    text quoted only when it must be, quantity and active written out."""
-
-    def trimmed(limit: int | None) -> str:
-        # Unquoted, no quote, no surrounding white space; a length cap as a lookahead.
-        cap = f"(?=[^{x}\\n]{{1,{limit}}}(?:[{x}]|\\n))" if limit else ""
-        return f'{cap}(?!\\s)[^{x}"\\n\\r]++(?<!\\s)'
-
-    quoted = '"(?!\\s)(?!"(?:[' + x + ']|\\n))(?:[^"\\n\\r]++|"")*+(?<!\\s)"'
-    if strict:  # quoted only when it holds the delimiter or a quote
-        quoted = '"(?=[^"\\n\\r' + x + "]*+(?:[" + x + ']|""))' + quoted[1:]
-    return {
-        "sku": "[A-Za-z0-9._/-]{1,64}",
-        "name": f'(?=[^{x}\\n]{{1,300}}(?:[{x}]|\\n))[^\\s{x}"]++(?: [^\\s{x}"]++)*+',
-        # description: 5000 characters at most, guaranteed by MAX_LINE
-        "description": f"(?:{trimmed(None)}|{quoted})?",
-        "price": "(?:0|[1-9][0-9]{0,9})\\.[0-9]{2}",
-        "currency": "([A-Z]{3})",
-        "quantity": "(?:0|[1-9][0-9]{0,8})" + ("" if strict else "?"),  # below 2^31 - 1
-        "category": f"(?:{trimmed(200)})?",
-        "brand": f"(?:{trimmed(200)})?",
-        "gtin": "((?:[0-9]{8}|[0-9]{12,14})?)",
-        "updated_at": (
-            "((?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\\.[0-9]{6})?Z)?)"
-        ),
-        "active": "(?:true|false)" + ("" if strict else "?"),
-        "": f'(?:[^{x}"\\n\\r]*+|"(?:[^"\\n\\r]++|"")*+")',  # an ignored column: any field
-    }
+def _part(
+    pos: int, split: Callable[[str], tuple[str, str]] | None, which: int
+) -> Callable[[list[str]], str]:
+    """One of the two values a carrier's field holds (``15.00 USD``)."""
+    assert split is not None
+    return lambda f: split(f[pos])[which]
 
 
-# Columns whose values are also checked one distinct value at a time by their cleaner.
-_CHECKED: dict[str, Callable[[str], object]] = {
-    "currency": rules.clean_currency,
-    "gtin": rules.clean_gtin,
-    "updated_at": rules.clean_updated_at,
-}
+def _empty(_fields: list[str]) -> str:
+    return ""
 
 
 class FastBlock(NamedTuple):
@@ -89,21 +59,56 @@ class FastBlock(NamedTuple):
 
 class FastPath:
     def __init__(self, header: HeaderInfo, delimiter: str) -> None:
-        x = re.escape(delimiter)
+        x = self._sep = re.escape(delimiter)
+        registry = header.registry
         by_position = {pos: col for col, pos in header.index.items()}
         self._columns = [by_position.get(pos, "") for pos in range(header.width)]
-        self._cleaners = [_CHECKED[c] for c in self._columns if c in _CHECKED]
-        self._good: list[set[str]] = [set() for _ in self._cleaners]
-        self._row = self._pattern(x, strict=False)
-        # The standard header with commas: lines are canonical lines as they are, mostly.
-        self.canonical = delimiter == "," and tuple(self._columns) == NAMES
-        self._strict = self._pattern(x, strict=True) if self.canonical else None
-        self._delimiter = delimiter
-        self._take = [header.index.get(c, -1) for c in NAMES]
+        # Per field: its pattern for a loose and a strict match, and the cleaner that
+        # checks its values (its capture group), in field order.
+        self._patterns: list[tuple[str, str]] = []
+        self._cleaners: list[Callable[[str], object]] = []
+        carried = {c.carried_by: c for c in registry.columns if header.carried(c.name)}
 
-    def _pattern(self, x: str, strict: bool) -> re.Pattern[str]:
-        patterns = _column_patterns(x, strict)
-        return re.compile("^" + x.join(patterns[c] for c in self._columns) + "\n", re.MULTILINE)
+        def carrier_split(name: str) -> Callable[[str], tuple[str, str]] | None:
+            return registry.by_name[name].split
+
+        for name in self._columns:
+            column = registry.by_name.get(name)
+            if column is None:
+                self._patterns.append((any_field(x, False), any_field(x, True)))
+            elif name in carried:  # ``15.00 USD``: the carried value is the group
+                self._patterns.append((column.carrier_fast, column.carrier_fast))
+                self._cleaners.append(carried[name].clean)
+            else:
+                self._patterns.append((column.fast(x, False), column.fast(x, True)))
+                if column.checked:
+                    self._cleaners.append(column.clean)
+        self._good: list[set[str]] = [set() for _ in self._cleaners]
+        self._row = self._pattern(strict=False)
+        if self._row.groups != len(self._cleaners):
+            raise ValueError("a checked column's fast pattern must have one capture group")
+        # The standard header with commas: lines are canonical lines as they are, mostly.
+        self.canonical = delimiter == "," and tuple(self._columns) == registry.names
+        self._strict = self._pattern(strict=True) if self.canonical else None
+        self._delimiter = delimiter
+        self._registry = registry
+        # How each canonical value is taken from the parsed fields of a clean line.
+        take: list[Callable[[list[str]], str]] = []
+        for c in registry.columns:
+            if c.name in carried:
+                take.append(_part(header.index[c.name], c.split, 0))
+            elif header.carried(c.name):
+                take.append(_part(header.index[c.carried_by], carrier_split(c.carried_by), 1))
+            elif c.name in header.index:
+                take.append(itemgetter(header.index[c.name]))
+            else:
+                take.append(_empty)
+        self._take = take
+        self._attributes = header.attributes
+
+    def _pattern(self, strict: bool) -> re.Pattern[str]:
+        chosen = (p[1] if strict else p[0] for p in self._patterns)
+        return re.compile("^" + self._sep.join(chosen) + "\n", re.MULTILINE)
 
     def take(self, block: bytes, known: KnownRows | None) -> FastBlock | None:
         """The block's rows if every line is one clean record, else None (the slow path
@@ -170,10 +175,15 @@ class FastPath:
         return not self._cleaners or self._values_ok(found)
 
     def _canonical(self, text: str) -> list[bytes]:
-        take = self._take
+        take, line, attributes = self._take, self._registry.canonical_line, self._attributes
         out = []
         for fields in csv.reader(text.split("\n")[:-1], delimiter=self._delimiter):
-            out.append(canonical_line([fields[i] if i >= 0 else "" for i in take]).encode())
+            values = [get(fields) for get in take]
+            if attributes:
+                kept = {name: v for pos, name in attributes if (v := fields[pos].strip())}
+                out.append(line(values, kept).encode())
+            else:
+                out.append(line(values).encode())
         return out
 
     def _values_ok(self, found: list[tuple[str, ...]] | list[str]) -> bool:

@@ -9,8 +9,9 @@ import msgspec
 
 
 class Header(msgspec.Struct, tag="header"):
-    ignored: list[str]
-    missing: list[str]
+    ignored: list[str]  # header fields read into nothing
+    mapped: dict[str, str] = {}  # header field -> the product column it is
+    attributes: list[str] = []  # header fields kept as attributes
 
 
 class Batch(msgspec.Struct, tag="batch"):
@@ -70,6 +71,8 @@ def pack(frame: Frame) -> bytes:
 class WorkerConfig(msgspec.Struct, frozen=True):
     delimiter: str = ","
     encoding: str = "utf-8"  # consumer/transcode.py
+    columns: dict[str, str] = {}  # the feed's header mapping (consumer/validate.py)
+    unknown_columns: str = "keep"  # keep, ignore or reject
     # Recognise stored rows: stdin starts with the feed's stored hashes (its packed hash
     # set after a SET_SIGNATURE chunk, or a binary COPY; as length-prefixed chunks ending
     # with an empty one), and the worker rejects duplicates.

@@ -67,7 +67,7 @@ class Plan(msgspec.Struct, frozen=True):
 
 class Streamed(msgspec.Struct):
     end: End
-    ignored: list[str]
+    header: Header | None  # None: an empty file
     table: str | None  # the stage (None: nothing staged)
 
 
@@ -78,6 +78,8 @@ async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) ->
     config = WorkerConfig(
         delimiter=run.options.delimiter,
         encoding=run.options.encoding,
+        columns=run.options.columns,
+        unknown_columns=run.options.unknown_columns,
         fast_path=settings.fast_path,
         max_inflated_bytes=settings.max_inflated_bytes,
         max_inflate_ratio=settings.max_inflate_ratio,
@@ -115,7 +117,7 @@ async def load(
             phases["known_ms"] = ms_since(started)
             streamed = await _stream(conn, worker, chosen, run, progress, errors, pairs)
             await worker.file_sent()
-            end = streamed.end
+            end, header = streamed.end, streamed.header
             run.stats = {
                 "path": chosen.path,
                 "known_from": chosen.known_from,
@@ -141,12 +143,14 @@ async def load(
         deleted=counts.deleted,
         bytes_read=progress.bytes_read,
         file_unchanged=False,
-        ignored_columns=streamed.ignored,
+        ignored_columns=header.ignored if header else [],
         first_error=errors.first,
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
         rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
         encoding=end.encoding or None,
+        columns=header.mapped if header else None,
+        attributes=header.attributes if header and header.attributes else None,
     )
 
 
@@ -189,15 +193,9 @@ async def _stream(
     if isinstance(first, Fatal):
         raise JobFailure(first.code, first.message, first.details)
     if isinstance(first, End):  # an empty file
-        return Streamed(end=first, ignored=[], table=None)
+        return Streamed(end=first, header=None, table=None)
     if not isinstance(first, Header):
         raise await _stopped(worker)
-    if first.missing:
-        raise JobFailure(
-            "MISSING_COLUMNS",
-            f"The header lacks required column(s): {', '.join(first.missing)}",
-            {"missing": first.missing, "ignored_columns": first.ignored},
-        )
     table = None if chosen.direct else stage.stage_name(run.job_id, run.attempt)
     if table is not None:
         await stage.create_stage(conn, table)
@@ -207,7 +205,7 @@ async def _stream(
     end = state.get("end")
     if end is None:
         raise await _stopped(worker)
-    return Streamed(end=end, ignored=first.ignored, table=table)
+    return Streamed(end=end, header=first, table=table)
 
 
 async def _stopped(worker: WorkerSession) -> JobFailure:

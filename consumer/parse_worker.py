@@ -23,10 +23,10 @@ from consumer.frames import Batch, End, Fatal, Frame, Header, Kept, WorkerConfig
 from consumer.inflate import DecompressionLimit, Inflater
 from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
-from consumer.rules import RowFault
 from consumer.transcode import EncodingFault, transcode
 from consumer.validate import HeaderInfo, RowValidator
 from service.core.product import canonical_line, row_hash
+from service.core.rules import RowFault
 
 FAULT_MESSAGES = {
     "INVALID_ENCODING": "the row holds bytes that are not UTF-8: if the file is in another"
@@ -102,12 +102,26 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
                 )
             )
             return
-        info = HeaderInfo(first.fields)
-        reader.give_back()  # the rest of the header's block may take the fast path
-        emit(Header(ignored=info.ignored, missing=info.missing))
-        if info.missing:
+        info = HeaderInfo(first.fields, cfg.columns, cfg.unknown_columns)
+        fault = info.fault()
+        if fault is not None:
+            emit(Fatal(*fault))
             return
-        rows = Recogniser(known, cfg.direct_tail, cfg.delimiter, keep_set=bool(cfg.keep_set))
+        reader.give_back()  # the rest of the header's block may take the fast path
+        emit(
+            Header(
+                ignored=info.ignored,
+                mapped=info.mapped,
+                attributes=[name for _, name in info.attributes],
+            )
+        )
+        rows = Recogniser(
+            known,
+            cfg.direct_tail,
+            cfg.delimiter,
+            keep_set=bool(cfg.keep_set),
+            attributes=bool(info.attributes),
+        )
 
         def parsed() -> int:
             """The file's bytes (as stored) behind the rows read so far."""
@@ -244,11 +258,11 @@ def _one_record(
         errors.append((rec.line, None, fault, FAULT_MESSAGES.get(fault, fault), rec.raw))
         return False
     try:
-        values = validator.clean(rec.fields)
+        values, attributes = validator.clean(rec.fields)
     except RowFault as f:
         errors.append((rec.line, f.column, f.code, f.message, reader.raw_of_last()))
         return False
-    canon = canonical_line(values).encode()
+    canon = canonical_line(values, attributes).encode()
     rows.add_row(rec.line, canon, row_hash(canon))
     return True
 

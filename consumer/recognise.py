@@ -21,6 +21,7 @@ import numpy as np
 from xxhash import xxh3_64_intdigest
 
 from consumer.known import Indexes, Int64s, KnownRows, SeenSkus, UInt32s, pack_pairs
+from service.core.product import PRODUCT, Registry
 
 ErrorRow = tuple[int, str | None, str, str, str]
 
@@ -32,7 +33,14 @@ class Flushed(NamedTuple):
 
 class Recogniser:
     def __init__(
-        self, known: KnownRows | None, tail: str, delimiter: str, *, keep_set: bool = False
+        self,
+        known: KnownRows | None,
+        tail: str,
+        delimiter: str,
+        *,
+        keep_set: bool = False,
+        attributes: bool = False,
+        registry: Registry = PRODUCT,
     ) -> None:
         self.known = known
         # Keep the feed's hash set: report the pairs of the rows written, and remember the
@@ -41,6 +49,12 @@ class Recogniser:
         self.replaced: list[Indexes] = []
         self.seen = SeenSkus() if known is not None else None
         self._suffix = b",%d,%d" + tail.encode() + b"\n" if tail else b",%d,%d,%d\n"
+        # A canonical line ends with its attributes field (quoted) only when the row has
+        # attributes; COPY always gets one (an empty field: NULL).
+        self._bare = b"," + self._suffix
+        self._attributes = attributes
+        # A duplicate's rejection shows its required columns, as cleaned.
+        self._shown = [registry.names.index(c) for c in registry.required]
         self._direct = bool(tail)
         self._delimiter = delimiter
         self.unchanged = 0
@@ -142,19 +156,31 @@ class Recogniser:
         sku_hashes: Int64s,
         lines: UInt32s,
     ) -> bytes:
-        suffix = self._suffix
+        suffix, bare = self._suffix, self._bare
         rh = hashes.tolist()
         sh = sku_hashes.tolist()
+        if not self._attributes:
+            if self._direct:
+                return b"".join(canon[i] + bare % (rh[i], sh[i]) for i in rows)
+            ln = lines.tolist()
+            return b"".join(canon[i] + bare % (rh[i], sh[i], ln[i]) for i in rows)
+        ends = [canon[i][-1:] == b'"' for i in rows]
         if self._direct:
-            return b"".join(canon[i] + suffix % (rh[i], sh[i]) for i in rows)
+            return b"".join(
+                canon[i] + (suffix if e else bare) % (rh[i], sh[i])
+                for i, e in zip(rows, ends, strict=True)
+            )
         ln = lines.tolist()
-        return b"".join(canon[i] + suffix % (rh[i], sh[i], ln[i]) for i in rows)
+        return b"".join(
+            canon[i] + (suffix if e else bare) % (rh[i], sh[i], ln[i])
+            for i, e in zip(rows, ends, strict=True)
+        )
 
     def _duplicate(self, canon: bytes, line: int, first: int) -> ErrorRow:
         fields = next(csv.reader(io.StringIO(canon.decode(), newline="")))
         buf = io.StringIO()
         csv.writer(buf, delimiter=self._delimiter, lineterminator="").writerow(
-            [fields[0], fields[1], fields[3], fields[4]]
+            [fields[i] for i in self._shown]
         )
         return (
             line,

@@ -4,10 +4,10 @@
 -- keeps the hash of its sku, which the worker uses to find a changed row's stored twin
 -- (duplicates, snapshot deletes) without the skus themselves.
 --
--- PostgreSQL cannot compute xxh3: after this file, the migration runner recomputes both
--- hashes of every stored product in Python (service/rehash.py) and only then makes
--- sku_hash NOT NULL, in the same transaction. The first run after the upgrade therefore
--- still finds unchanged rows unchanged.
+-- PostgreSQL cannot compute xxh3: after the migrations, the runner recomputes both hashes
+-- of every stored product in Python (service/core/rehash.py, told so by 0012) and only
+-- then makes sku_hash NOT NULL. The first run after the upgrade therefore still finds
+-- unchanged rows unchanged.
 ALTER TABLE products ADD COLUMN sku_hash bigint;
 
 DROP FUNCTION product_hash(text, text, text, text, text, text, text, text, text, text, text);

@@ -8,12 +8,21 @@ import msgspec
 from msgspec import Meta, Raw, Struct
 
 from service.core import ids
+from service.core.product import NAMES, PRODUCT
 
 Mode = Literal["upsert", "snapshot"]
 Delimiter = Literal[",", ";", "\t", "|"]
 # consumer/transcode.py: the text encodings a feed's files may come in
 Encoding = Literal["utf-8", "utf-16", "windows-1252", "iso-8859-1", "auto"]
 ENCODINGS: tuple[str, ...] = ("utf-8", "utf-16", "windows-1252", "iso-8859-1", "auto")
+# A feed's header mapping, {"their header": "our column"} (consumer/validate.py).
+ColumnName = Literal[NAMES]  # type: ignore[valid-type]
+HeaderName = Annotated[str, Meta(min_length=1, max_length=200)]
+ColumnMap = Annotated[dict[HeaderName, ColumnName], Meta(max_length=200)]
+# What becomes of a column that maps to no product column: kept as an attribute, ignored,
+# or the run fails (UNKNOWN_COLUMNS).
+UnknownColumns = Literal["keep", "ignore", "reject"]
+UNKNOWN_POLICIES: tuple[str, ...] = ("keep", "ignore", "reject")
 JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 JobType = Literal["submission", "validation"]
 JOB_STATUSES: tuple[str, ...] = ("created", "queued", "running", "completed", "failed", "cancelled")
@@ -39,6 +48,10 @@ JOB_ERROR_CODES: dict[str, str] = {
     "TOO_MANY_REJECTED_ROWS": "more rejected rows than max_rejected_rows; nothing was written",
     "EMPTY_SNAPSHOT": "a snapshot with no valid row, which would delete the whole feed",
     "INVALID_ENCODING": "the file cannot be decoded in its encoding (only utf-16 can fail so)",
+    "AMBIGUOUS_COLUMNS": "two header fields map to one column (details.ambiguous names them)",
+    "UNKNOWN_COLUMNS": "header fields that map to no column, with unknown_columns = reject",
+    "TOO_MANY_ATTRIBUTES": "more attribute columns than the limit (200)",
+    "INVALID_ATTRIBUTE_NAME": "an attribute column's name is longer than 100 characters",
     "TOO_MANY_DELETIONS": "a snapshot that would delete more than max_deleted_ratio of the"
     " feed's live products; nothing was written",
     "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
@@ -70,6 +83,7 @@ RowErrorCode = Literal[
     "INVALID_GTIN",
     "INVALID_TIMESTAMP",
     "INVALID_BOOLEAN",
+    "ATTRIBUTE_TOO_LONG",
     "ROW_LENGTH",
     "INVALID_CHARACTER",
     "INVALID_ENCODING",
@@ -83,6 +97,10 @@ JobErrorCode = Literal[
     "TOO_MANY_REJECTED_ROWS",
     "EMPTY_SNAPSHOT",
     "INVALID_ENCODING",
+    "AMBIGUOUS_COLUMNS",
+    "UNKNOWN_COLUMNS",
+    "TOO_MANY_ATTRIBUTES",
+    "INVALID_ATTRIBUTE_NAME",
     "TOO_MANY_DELETIONS",
     "FILE_NOT_FOUND",
     "FEED_NOT_READY",
@@ -118,6 +136,8 @@ class RunOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     max_rejected_rows: NonNegative | None = None
     max_deleted_ratio: Ratio | None = None
     encoding: Encoding | None = None
+    columns: ColumnMap | None = None
+    unknown_columns: UnknownColumns | None = None
     dry_run: bool = False
     force: bool = False
 
@@ -133,6 +153,8 @@ class EffectiveOptions(Struct, kw_only=True):
     # Runs stored before the option existed ran with no such guard; read back as the default.
     max_deleted_ratio: float = DEFAULT_MAX_DELETED_RATIO
     encoding: str = "utf-8"
+    columns: dict[str, str] = {}
+    unknown_columns: str = "keep"
 
 
 class RunRequest(Struct, kw_only=True):
@@ -179,6 +201,8 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     max_rejected_rows: NonNegative | None = None
     max_deleted_ratio: Ratio = DEFAULT_MAX_DELETED_RATIO
     encoding: Encoding = "utf-8"
+    columns: ColumnMap = {}
+    unknown_columns: UnknownColumns = "keep"
     # Load every new object version that arrives there (S3 event notifications): s3_uri is
     # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
     watch: bool = False
@@ -210,6 +234,8 @@ class FeedSummary(Struct):
     max_rejected_rows: int | None
     max_deleted_ratio: float
     encoding: str
+    columns: dict[str, str]
+    unknown_columns: str
     watch: str | None  # the S3 key or prefix whose new versions the feed loads
 
 
@@ -313,6 +339,19 @@ class ValidationResult(Struct, kw_only=True):
     rejections_url: str | None = None
     # The file's encoding as decoded: the feed's or the run's, or what ``auto`` found.
     encoding: str | None = None
+    # Which header field was read as which product column, and which were kept as the
+    # products' attributes.
+    columns: dict[str, str] | None = None
+    attributes: list[str] | None = None
+
+
+# A feed's product as the API shows it: declared by the column registry.
+Product = PRODUCT.api_struct()
+
+
+class ProductList(Struct):
+    products: list[Product]  # type: ignore[valid-type]
+    next_cursor: str | None
 
 
 class SubmissionResult(Struct):

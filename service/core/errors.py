@@ -76,6 +76,13 @@ class FeedNotFound(ServiceError):
         super().__init__(f"Feed {feed_id} not found", details={"feed_id": feed_id})
 
 
+class ProductNotFound(ServiceError):
+    """Product not found"""
+
+    status = 404
+    error_code = "PRODUCT_NOT_FOUND"
+
+
 class ScheduleNotFound(ServiceError):
     """Schedule not found"""
 

@@ -1,28 +1,21 @@
-"""Numbered SQL migrations from ``sql/``, applied in order under an advisory lock (a few
-with a Python step PostgreSQL cannot do alone, see ``PYTHON_STEPS``)."""
+"""Numbered SQL migrations from ``sql/``, applied in order under an advisory lock, then the
+stored row hashes brought to the code's canonical form (``service.core.rehash``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 
 from service.core.errors import ConfigError
 from service.core.logs import get_logger
-from service.core.rehash import rehash_products
+from service.core.rehash import ensure_canonical
 
 log = get_logger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 LOCK_KEY = 0x6665_6564_6A6F  # "feedjo": one lock for every process migrating this database
-
-
-# Steps PostgreSQL cannot do alone, run after the migration's SQL, in its transaction.
-PYTHON_STEPS: dict[str, Callable[[asyncpg.Connection], Awaitable[object]]] = {
-    "0007_worker_hashes": rehash_products,
-}
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
@@ -50,11 +43,9 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())
-                step = PYTHON_STEPS.get(version)
-                if step is not None:
-                    await step(conn)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             done.append(version)
+        await ensure_canonical(conn)
         if done:
             log.info(
                 "migrations_applied",

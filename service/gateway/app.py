@@ -18,7 +18,15 @@ from service.core.outbox import OutboxRelay
 from service.core.retry import until_reachable
 from service.core.s3 import ensure_bucket, s3_client
 from service.core.settings import Settings
-from service.gateway import appkeys, fastpoll, protocol, routes_feeds, routes_jobs, routes_ops
+from service.gateway import (
+    appkeys,
+    fastpoll,
+    protocol,
+    routes_feeds,
+    routes_jobs,
+    routes_ops,
+    routes_products,
+)
 from service.gateway.auth import KeyCache
 from service.gateway.jobs_view import BODIES, Bodies
 from service.gateway.metrics import METRICS, Metrics
@@ -124,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_answer_long_polls)
     app.add_routes(routes_ops.routes)
     app.add_routes(routes_feeds.routes)
+    app.add_routes(routes_products.routes)
     app.add_routes(routes_jobs.routes)
     fastpoll.install(app)
     return app

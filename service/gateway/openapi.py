@@ -37,6 +37,8 @@ BODIES: list[Any] = [
     c.Progress,
     c.RunRequest,
     c.StatusEvent,
+    c.Product,
+    c.ProductList,
 ]
 
 
@@ -171,6 +173,16 @@ UPLOAD_QUERY = [
         "encoding",
         {"enum": list(c.ENCODINGS), "default": "utf-8"},
         "The files' text encoding (auto: BOM, strict UTF-8, else a detector)",
+    ),
+    _query(
+        "columns",
+        {"type": "string", "contentMediaType": "application/json"},
+        'The header mapping as a JSON object, {"their header": "our column"}',
+    ),
+    _query(
+        "unknown_columns",
+        {"enum": list(c.UNKNOWN_POLICIES), "default": "keep"},
+        "Columns that map to no product column: kept as attributes, ignored, or rejected",
     ),
 ]
 PROTECTED = ("401", "429", "503")
@@ -324,6 +336,43 @@ def _paths() -> dict[str, Any]:
                 "parameters": [feed_id],
                 "responses": {
                     "200": _json(_ref("FeedView"), "The feed", *rate),
+                    **_errors("404", *PROTECTED),
+                },
+            }
+        },
+        "/feeds/{feed_id}/products": {
+            "get": {
+                "operationId": "list_products",
+                "summary": "The feed's products in sku order, cleaned, with their attributes",
+                "parameters": [
+                    feed_id,
+                    _query("sku", STR, "Only this sku"),
+                    _query(
+                        "changed_since",
+                        {"type": "string", "format": "date-time"},
+                        "Only products whose last change (or deletion) is at or after it",
+                    ),
+                    _query(
+                        "include_deleted",
+                        {"enum": ["true", "false"], "default": "false"},
+                        "Deleted products too (deleted_at set)",
+                    ),
+                    _limit(1000, 100),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _json(_ref("ProductList"), "A page of products", *rate),
+                    **_errors("400", "404", *PROTECTED),
+                },
+            }
+        },
+        "/feeds/{feed_id}/products/{sku}": {
+            "get": {
+                "operationId": "get_product",
+                "summary": "One product of the feed, deleted or not",
+                "parameters": [feed_id, _path("sku", "SKU-1", r"^[A-Za-z0-9._/-]{1,64}$")],
+                "responses": {
+                    "200": _json(_ref("Product"), "The product", *rate),
                     **_errors("404", *PROTECTED),
                 },
             }

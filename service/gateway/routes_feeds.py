@@ -14,6 +14,8 @@ from service.core.contracts import (
     DEFAULT_MAX_DELETED_RATIO,
     ENCODINGS,
     FEED_STATUSES,
+    UNKNOWN_POLICIES,
+    ColumnMap,
     FeedCreated,
     FeedList,
     JobError,
@@ -31,6 +33,7 @@ from service.core.errors import (
     ServiceError,
 )
 from service.core.logs import get_logger
+from service.core.product import NAMES
 from service.core.s3 import S3Uri, head, parse_s3_uri, upload_stream
 from service.core.s3_access import may_read, may_watch, upload_uri
 from service.core.store import feeds as feeds_store
@@ -86,6 +89,22 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
                 "Query parameter `max_deleted_ratio` must be a number from 0 to 1",
                 details={"field": "max_deleted_ratio"},
             ) from None
+    columns: dict[str, str] = {}
+    if q.get("columns"):
+        try:  # the JSON bodies' rule: contracts.ColumnMap
+            columns = msgspec.json.decode(q["columns"], type=ColumnMap)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(
+                "Query parameter `columns` must be a JSON object of header names to product"
+                f" columns ({', '.join(NAMES)}): {exc}",
+                details={"field": "columns"},
+            ) from None
+    unknown = q.get("unknown_columns") or "keep"
+    if unknown not in UNKNOWN_POLICIES:
+        raise InvalidRequest(
+            "Query parameter `unknown_columns` must be keep, ignore or reject",
+            details={"field": "unknown_columns"},
+        )
     return {
         "mode": mode,
         "delimiter": delimiter,
@@ -93,6 +112,8 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
         "max_rejected_rows": max_rejected,
         "max_deleted_ratio": max_deleted,
         "encoding": encoding,
+        "columns": columns,
+        "unknown_columns": unknown,
     }
 
 
@@ -159,6 +180,8 @@ async def create_feed(request: web.Request) -> web.Response:
             max_rejected_rows=opts["max_rejected_rows"],
             max_deleted_ratio=opts["max_deleted_ratio"],
             encoding=opts["encoding"],
+            columns=opts["columns"],
+            unknown_columns=opts["unknown_columns"],
             submission_status="running",
         )
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
@@ -201,6 +224,8 @@ async def _register(request: web.Request) -> web.Response:
             max_rejected_rows=body.max_rejected_rows,
             max_deleted_ratio=body.max_deleted_ratio,
             encoding=body.encoding,
+            columns=body.columns,
+            unknown_columns=body.unknown_columns,
             submission_status="completed",
             submission_result=encode(result).decode(),
         )
@@ -237,6 +262,8 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
             max_rejected_rows=body.max_rejected_rows,
             max_deleted_ratio=body.max_deleted_ratio,
             encoding=body.encoding,
+            columns=body.columns,
+            unknown_columns=body.unknown_columns,
             submission_status="created",
         )
         await feeds_store.set_watch(conn, feed_id, watch)
@@ -301,7 +328,7 @@ async def list_feeds(request: web.Request) -> web.Response:
     )
 
 
-async def _own_feed(request: web.Request) -> str:
+async def own_feed(request: web.Request) -> str:
     feed_id = request.match_info["feed_id"]
     p = principal(request)
     if not ids.is_feed_id(feed_id) or not await feeds_store.owned(
@@ -314,7 +341,7 @@ async def _own_feed(request: web.Request) -> str:
 @routes.put("/feeds/{feed_id}/schedule")
 async def put_schedule(request: web.Request) -> web.Response:
     """Run the feed on a cron expression (in a time zone) or every N seconds."""
-    feed_id = await _own_feed(request)
+    feed_id = await own_feed(request)
     settings = request.app[appkeys.SETTINGS]
     body = await read_json(request, ScheduleBody, limit=settings.max_json_body_bytes)
     assert body is not None
@@ -330,7 +357,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 
 @routes.delete("/feeds/{feed_id}/schedule")
 async def delete_schedule(request: web.Request) -> web.Response:
-    feed_id = await _own_feed(request)
+    feed_id = await own_feed(request)
     if not await schedules_store.delete(request.app[appkeys.POOL], feed_id):
         raise ScheduleNotFound(f"Feed {feed_id} has no schedule", details={"feed_id": feed_id})
     log.info("schedule_removed", feed_id=feed_id)

@@ -22,7 +22,7 @@ EXPECTED: dict[str, dict[str, object]] = {
         "rows_read": 2,
         "rows_valid": 2,
         "rejections": [],
-        "ignored_columns": ["Colour"],
+        "attributes": ["Colour"],  # kept (unknown_columns = keep, the default)
     },
     "row_faults.csv": {
         "rows_read": 19,

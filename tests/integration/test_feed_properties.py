@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from consumer.rules import COLUMNS
+from service.core.product import NAMES as COLUMNS
 from tests.integration.conftest import run_and_wait
 from tests.unit.test_feed_properties import valid_feeds
 
@@ -28,6 +28,7 @@ def stored(row) -> dict[str, str | None]:
         "gtin": row["gtin"],
         "updated_at": when,
         "active": "true" if row["active"] else "false",
+        "attributes": row["attributes"],
     }
 
 
@@ -51,7 +52,8 @@ async def test_a_valid_feed_loads_every_row_intact(client, acme, consumer, db, f
     assert job["status"] == "completed", job
     assert job["result"]["inserted"] == len(expected) and job["result"]["rows_rejected"] == 0
     rows = await db.fetch(
-        f"SELECT {', '.join(COLUMNS)} FROM products WHERE feed_id = $1", ids["feed_id"]
+        f"SELECT {', '.join(COLUMNS)}, attributes FROM products WHERE feed_id = $1",
+        ids["feed_id"],
     )
     for row in expected:
         row["quantity"] = row["quantity"] or "0"

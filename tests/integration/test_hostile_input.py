@@ -73,6 +73,7 @@ async def test_corpus_file(client, acme, consumer, db, settings, name):
     )
     assert r["inserted"] == exp["rows_valid"]
     assert r["ignored_columns"] == exp.get("ignored_columns", [])
+    assert r.get("attributes") == exp.get("attributes")
     errors = await all_errors(client, acme, ids["validation_job_id"])
     assert [(e["line"], e["column"], e["code"]) for e in errors] == exp["rejections"]
     assert all(e["message"] and len(e["raw"]) <= 1024 for e in errors)
@@ -293,13 +294,17 @@ async def test_rejections_are_kept_for_the_latest_run_only(client, acme, consume
     assert await db.fetchval("SELECT count(*) FROM job_errors WHERE job_id = $1", jv) == 0
 
 
-async def test_a_feed_with_1700_unknown_columns_still_loads(client, acme, consumer, db):
+async def test_a_feed_with_1700_unknown_columns_loads_them_ignored(client, acme, consumer, db):
     extra = [f"extra_{i}" for i in range(1700)]
     header = ",".join(["sku", *extra, "name", "price", "currency"])
     rows = [",".join([f"W-{n}", *["v"] * 1700, "Wide", "1.00", "USD"]) for n in range(3)]
     data = (header + "\n" + "\n".join(rows) + "\n").encode()
     ids = await upload_feed(client, acme, data)
     job = await run_and_wait(client, acme, ids["validation_job_id"])
+    # Kept, they would be more attributes than the limit: the run says so, writing nothing.
+    assert job["status"] == "failed" and job["error"]["code"] == "TOO_MANY_ATTRIBUTES", job
+    assert job["error"]["details"] == {"attributes": 1700, "limit": 200}
+    job = await run_and_wait(client, acme, ids["validation_job_id"], {"unknown_columns": "ignore"})
     assert job["status"] == "completed", job
     assert job["result"]["inserted"] == 3 and len(job["result"]["ignored_columns"]) == 1700
     assert await db.fetchval("SELECT count(*) FROM products WHERE name = 'Wide'") == 3

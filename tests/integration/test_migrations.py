@@ -27,6 +27,7 @@ TABLES = {
     "idempotency_keys",
     "products",
     "feed_hash_sets",
+    "canonical_form",
     "schema_migrations",
 }
 

@@ -19,10 +19,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.currencies import ISO_4217
-from consumer.rules import COLUMNS, gtin_check_ok
 from consumer.validate import HeaderInfo, RowValidator
+from service.core.currencies import ISO_4217
+from service.core.product import NAMES as COLUMNS
 from service.core.product import canonical_line
+from service.core.rules import gtin_check_ok
 from tests.unit.test_fastpath import staged
 
 OPTIONAL = ("description", "quantity", "category", "brand", "gtin", "updated_at", "active")
@@ -93,7 +94,10 @@ def valid_feeds(draw: Any) -> tuple[bytes, str, list[str], list[dict[str, str | 
         data = b"\xef\xbb\xbf" + data
     if draw(st.booleans()):
         data = gzip.compress(data)
-    expected = [{c: (row[c] if c in columns else None) for c in COLUMNS} for row in rows]
+    expected = [
+        {**{c: (row[c] if c in columns else None) for c in COLUMNS}, "attributes": None}
+        for row in rows
+    ]
     return data, delimiter, columns, expected
 
 
@@ -174,6 +178,6 @@ def test_a_messy_spelling_cleans_and_hashes_like_the_clean_one(data):
     canonical = validator.clean([clean[c] or "" for c in COLUMNS])
     spelled = data.draw(messy(clean))
     assert validator.clean([spelled[c] for c in COLUMNS]) == canonical
-    assert canonical_line(validator.clean([spelled[c] for c in COLUMNS])) == canonical_line(
-        canonical
+    assert canonical_line(*validator.clean([spelled[c] for c in COLUMNS])) == canonical_line(
+        *canonical
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from consumer import rules
-from consumer.rules import RowFault
+from service.core import rules
+from service.core.rules import RowFault
 
 
 def fault(fn, value) -> str:

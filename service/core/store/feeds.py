@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
+import msgspec
 
 from service.core import ids
 from service.core.contracts import DEFAULT_MAX_DELETED_RATIO, FeedSummary, FeedView
 from service.core.store import lifecycle
 from service.core.store.rows import FeedRow, columns, lock_by_id, one
 
-_SUMMARY = FeedSummary.__struct_fields__
+F = TypeVar("F", bound=FeedSummary)
 FEED_ROW = columns(FeedRow)
 
 
@@ -19,7 +21,8 @@ FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
        rfc3339(f.created_at) AS created_at,
        f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-       f.encoding, rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
+       f.encoding, f.column_map::text AS columns, f.unknown_columns,
+       rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
        (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
            AS product_count
 FROM feeds f WHERE f.id = $1 AND f.tenant_id = $2
@@ -30,7 +33,8 @@ FEED_LIST_COLUMNS = """
     f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
     rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
     f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-    f.encoding, rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
+    f.encoding, f.column_map::text AS columns, f.unknown_columns,
+    rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
 """
 FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
 
@@ -65,7 +69,15 @@ async def list_feeds(
         after_id,
         limit,
     )
-    return [(FeedSummary(**{k: r[k] for k in _SUMMARY}), r["created_ts"]) for r in rows], total
+    return [(_feed(FeedSummary, r), r["created_ts"]) for r in rows], total
+
+
+def _feed(cls: type[F], record: asyncpg.Record) -> F:
+    """A feed as the API shows it (its mapping read as JSON)."""
+    names = cls.__struct_fields__
+    fields = {k: v for k, v in record.items() if k in names}
+    fields["columns"] = msgspec.json.decode(fields["columns"])
+    return cls(**fields)
 
 
 async def next_number(conn: asyncpg.Connection) -> int:
@@ -86,6 +98,8 @@ async def create_feed(
     submission_status: lifecycle.JobStart,
     max_deleted_ratio: float = DEFAULT_MAX_DELETED_RATIO,
     encoding: str = "utf-8",
+    columns: dict[str, str] | None = None,
+    unknown_columns: str = "keep",
     submission_result: str | None = None,
 ) -> tuple[str, str, str, int]:
     """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).
@@ -99,8 +113,8 @@ async def create_feed(
     await conn.execute(
         "INSERT INTO feeds (id, tenant_id, name, s3_uri, source, mode, delimiter,"
         " max_rejected_rows, validation_job_id, submission_job_id, status, max_deleted_ratio,"
-        " encoding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-        "  CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11, $12)",
+        " encoding, column_map, unknown_columns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+        "  $10, CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11, $12, $13::jsonb, $14)",
         feed_id,
         tenant_id,
         name or feed_id,
@@ -113,6 +127,8 @@ async def create_feed(
         js_id,
         max_deleted_ratio,
         encoding,
+        msgspec.json.encode(columns or {}).decode(),
+        unknown_columns,
     )
     await lifecycle.create_job(
         conn,
@@ -142,7 +158,8 @@ async def get_feed(
     conn: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int
 ) -> FeedView | None:
     """The tenant's feed as the API shows it (without its schedule: ``schedules.get``)."""
-    return one(FeedView, await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id))
+    record = await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id)
+    return None if record is None else _feed(FeedView, record)
 
 
 async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int) -> bool:

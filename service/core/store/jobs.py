@@ -132,6 +132,10 @@ class FeedDefaults(Protocol):
     def max_deleted_ratio(self) -> float: ...
     @property
     def encoding(self) -> str: ...
+    @property
+    def column_map(self) -> str: ...
+    @property
+    def unknown_columns(self) -> str: ...
 
 
 def effective_options(options: RunOptions | None, feed: FeedDefaults) -> EffectiveOptions:
@@ -148,6 +152,11 @@ def effective_options(options: RunOptions | None, feed: FeedDefaults) -> Effecti
             opts.max_deleted_ratio if opts.max_deleted_ratio is not None else feed.max_deleted_ratio
         ),
         encoding=opts.encoding or feed.encoding,
+        # A run's mapping replaces the feed's (it is not merged with it).
+        columns=(
+            opts.columns if opts.columns is not None else msgspec.json.decode(feed.column_map)
+        ),
+        unknown_columns=opts.unknown_columns or feed.unknown_columns,
     )
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 import asyncpg
 import msgspec
 
-from service.core.product import COLUMN_LIST, DIRECT_COLUMNS, STAGE_COLUMNS, UPDATE_SET, stage_ddl
+from service.core.product import PRODUCT, Registry
 from service.core.store.rows import many
 
 
@@ -73,22 +73,26 @@ async def copy_stored_hashes(
     )
 
 
-async def create_stage(conn: asyncpg.Connection, table: str) -> None:
+async def create_stage(conn: asyncpg.Connection, table: str, registry: Registry = PRODUCT) -> None:
     # UNLOGGED: no WAL for rows that live one transaction; created in the run's transaction,
     # so a rollback (or a crash) takes it away with everything else.
-    await conn.execute(stage_ddl(ident(table)))
+    await conn.execute(registry.stage_ddl(ident(table)))
 
 
 async def copy_rows(
-    conn: asyncpg.Connection, table: str | None, source: AsyncIterable[bytes]
+    conn: asyncpg.Connection,
+    table: str | None,
+    source: AsyncIterable[bytes],
+    registry: Registry = PRODUCT,
 ) -> None:
     """COPY the worker's lines into the stage ``table``, or (None) straight into products."""
     if table is None:
         await conn.copy_to_table(
-            "products", source=source, columns=list(DIRECT_COLUMNS), format="csv"
+            "products", source=source, columns=list(registry.direct_columns), format="csv"
         )
     else:
-        await conn.copy_to_table(table, source=source, columns=list(STAGE_COLUMNS), format="csv")
+        columns = list(registry.stage_columns)
+        await conn.copy_to_table(table, source=source, columns=columns, format="csv")
 
 
 async def drop_stage(conn: asyncpg.Connection, table: str) -> None:
@@ -135,6 +139,7 @@ async def merge(
     gone: list[int] | None,
     few: bool,
     fresh: bool,
+    registry: Registry = PRODUCT,
 ) -> MergeCounts:
     """Write the staged rows that differ from the stored ones (changed, revived, new) and,
     for a snapshot, delete the products the file no longer holds: ``gone`` (their row
@@ -150,7 +155,8 @@ async def merge(
     # A recognising worker stages only rows to write; on the staged path the hash decides.
     counts.updated = _count(
         await conn.execute(
-            f"UPDATE products p SET {UPDATE_SET}, last_changed_at = statement_timestamp(),"
+            f"UPDATE products p SET {registry.update_set},"
+            " last_changed_at = statement_timestamp(),"
             f" deleted_at = NULL FROM {ident(table)} d WHERE p.feed_id = $1 AND p.sku = d.sku"
             f" AND (p.row_hash <> d.row_hash OR p.deleted_at IS NOT NULL)",
             feed_id,
@@ -159,8 +165,9 @@ async def merge(
     if fresh:
         counts.inserted = _count(
             await conn.execute(
-                f"INSERT INTO products ({COLUMN_LIST}, feed_id, first_seen_job, last_changed_at)"
-                f" SELECT {COLUMN_LIST}, $1, $2, statement_timestamp() FROM {ident(table)} d"
+                f"INSERT INTO products ({registry.column_list}, feed_id, first_seen_job,"
+                f" last_changed_at) SELECT {registry.column_list}, $1, $2,"
+                f" statement_timestamp() FROM {ident(table)} d"
                 " WHERE NOT EXISTS"
                 " (SELECT 1 FROM products p WHERE p.feed_id = $1 AND p.sku = d.sku)",
                 feed_id,

@@ -79,6 +79,8 @@ class FeedRow(msgspec.Struct, frozen=True):
     max_rejected_rows: int | None
     max_deleted_ratio: float
     encoding: str
+    column_map: str  # JSON: {"their header": "our column"}
+    unknown_columns: str
     validation_job_id: str
     submission_job_id: str
     created_at: datetime
@@ -97,6 +99,8 @@ class RunTarget(msgspec.Struct, frozen=True):
     max_rejected_rows: int | None
     max_deleted_ratio: float
     encoding: str
+    column_map: str  # JSON
+    unknown_columns: str
     id: str  # the validation job
     attempt: int
     status: str

@@ -73,7 +73,7 @@ async def due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[DueSc
     rows = await conn.fetch(
         "SELECT s.feed_id, s.cron, s.timezone, s.every_seconds, s.options::text AS options,"
         " s.next_run_at, f.status AS feed_status, f.mode, f.delimiter, f.max_rejected_rows,"
-        " f.max_deleted_ratio, f.encoding,"
+        " f.max_deleted_ratio, f.encoding, f.column_map::text AS column_map, f.unknown_columns,"
         " j.id, j.attempt, j.status"
         " FROM feed_schedules s JOIN feeds f ON f.id = s.feed_id"
         " JOIN jobs j ON j.id = f.validation_job_id"

@@ -83,7 +83,7 @@ async def pending_runs(conn: asyncpg.Connection, limit: int) -> list[PendingRun]
     candidates of lifecycle.may_run's rule, as a query; queue_runs' guarded SQL decides.)"""
     rows = await conn.fetch(
         "SELECT f.id AS feed_id, f.mode, f.delimiter, f.max_rejected_rows, f.max_deleted_ratio,"
-        " f.encoding,"
+        " f.encoding, f.column_map::text AS column_map, f.unknown_columns,"
         " j.id, j.attempt, j.status FROM feeds f JOIN jobs j ON j.id = f.validation_job_id"
         " WHERE f.run_pending AND f.status = 'ready' AND j.status NOT IN ('queued', 'running')"
         " LIMIT $1 FOR UPDATE OF f, j SKIP LOCKED",

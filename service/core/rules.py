@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from consumer.currencies import ISO_4217
-from service.core.product import NAMES
+from service.core.currencies import ISO_4217
 
 
 class RowFault(Exception):
@@ -206,6 +205,44 @@ def clean_active(value: str) -> str:
     return flag
 
 
-# Column order of feed-format.md (declared in service.core.product): the first fault in this
-# order is the one reported.
-COLUMNS: tuple[str, ...] = NAMES
+def split_amount(value: str) -> tuple[str, str]:
+    """Merchant Center's price with its currency, ``15.00 USD`` (or ``USD 15.00``): the
+    amount and the code as written, the code '' when the field names none."""
+    text = value.strip()
+    head, space, tail = text.rpartition(" ")
+    if space and len(tail) == 3 and tail.isalpha():
+        return head, tail
+    head, space, tail = text.partition(" ")
+    if space and len(head) == 3 and head.isalpha():
+        return tail, head
+    return text, ""
+
+
+def clean_carried_currency(code: str) -> str:
+    """The currency a price field carries (``split_amount``) when the feed has no currency
+    column."""
+    if not code:
+        raise RowFault(
+            "INVALID_CURRENCY",
+            "currency",
+            "the feed has no currency column, and the price names no currency (like 15.00 USD)",
+        )
+    return clean_currency(code)
+
+
+# Columns that map to no product column are kept as the product's attributes (text).
+MAX_ATTRIBUTES = 200  # attribute columns in a header (more: the run fails, TOO_MANY_ATTRIBUTES)
+MAX_ATTRIBUTE_NAME = 100  # characters of an attribute's name (more: INVALID_ATTRIBUTE_NAME)
+MAX_ATTRIBUTE_VALUE = 5000  # characters of a value (more: the row is ATTRIBUTE_TOO_LONG)
+
+
+def clean_attribute(value: str, name: str) -> str:
+    """An attribute's value: trimmed; '' is no value (the attribute is left out)."""
+    text = value.strip()
+    if len(text) > MAX_ATTRIBUTE_VALUE:
+        raise RowFault(
+            "ATTRIBUTE_TOO_LONG",
+            name,
+            f"{_short(name)} is {len(text)} characters; at most {MAX_ATTRIBUTE_VALUE}",
+        )
+    return text
