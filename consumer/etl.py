@@ -233,6 +233,7 @@ async def _file_skip(
         ignored_columns=last.ignored_columns,
         columns=last.columns,
         attributes=last.attributes,
+        issues=last.issues,
         first_error=None,
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,

@@ -25,6 +25,14 @@ class Batch(msgspec.Struct, tag="batch"):
     bytes_parsed: int = 0
 
 
+class Cleaned(msgspec.Struct, array_like=True):
+    """Accepted rows of one column whose value cleaning changed (consumer/issues.py)."""
+
+    count: int
+    lines: list[int]  # the first few
+    example: str  # the first: "raw → cleaned"
+
+
 class End(msgspec.Struct, tag="end"):
     rows_read: int
     rows_valid: int
@@ -43,6 +51,7 @@ class End(msgspec.Struct, tag="end"):
     set_changed: bool = False
     kept_parts: int = 0
     encoding: str = ""  # the file's encoding as decoded (for ``auto``, the one found)
+    cleaned: dict[str, Cleaned] = {}  # per column, by the slow path (the fast one changes none)
 
 
 class Kept(msgspec.Struct, tag="kept"):

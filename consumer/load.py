@@ -26,6 +26,7 @@ import msgspec
 
 from consumer import hashset
 from consumer.frames import Batch, End, Fatal, Header, WorkerConfig
+from consumer.issues import Issues
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
 from consumer.spool import Spool
@@ -130,6 +131,7 @@ async def load(
             rows_valid, counts = await _check_and_write(
                 conn, worker, chosen, run, streamed, errors, started, pairs
             )
+            await _warnings(conn, chosen, run, end, header, rows_valid, errors.issues)
     finally:
         if pairs is not None:
             pairs.close()
@@ -151,7 +153,72 @@ async def load(
         encoding=end.encoding or None,
         columns=header.mapped if header else None,
         attributes=header.attributes if header and header.attributes else None,
+        issues=errors.issues.result(),
     )
+
+
+async def _warnings(
+    conn: asyncpg.Connection,
+    chosen: Plan,
+    run: ClaimedRun,
+    end: End,
+    header: Header | None,
+    rows_valid: int,
+    issues: Issues,
+) -> None:
+    """What the result warns of besides its rejections (consumer/issues.py)."""
+    for column, cleaned in end.cleaned.items():
+        issues.add(
+            "warning",
+            "VALUE_CLEANED",
+            column,
+            cleaned.lines,
+            f"{column} values were cleaned to their canonical form, e.g. {cleaned.example}",
+            cleaned.count,
+        )
+    if header is not None:
+        for name in header.attributes:
+            issues.add(
+                "warning",
+                "COLUMN_KEPT_AS_ATTRIBUTE",
+                name,
+                [1],
+                f"{name!r} maps to no product column: kept in the products' attributes",
+                end.rows_read,
+            )
+        for name in header.ignored:
+            issues.add(
+                "warning",
+                "COLUMN_IGNORED",
+                name,
+                [1],
+                f"{name!r} maps to no product column and was not stored",
+                end.rows_read,
+            )
+    if run.options.encoding == "auto" and end.encoding:
+        issues.add(
+            "warning",
+            "ENCODING_DETECTED",
+            None,
+            [],
+            f"encoding auto read the file as {end.encoding}",
+            end.rows_read,
+        )
+    if run.options.mode == "upsert" and not chosen.direct:
+        live = end.known_rows if chosen.recognise else await stage.live_count(conn, run.feed_id)
+        ratio = run.options.max_deleted_ratio
+        if live and live - rows_valid > ratio * live:
+            issues.add(
+                "warning",
+                "FILE_SHRANK",
+                None,
+                [],
+                f"The file holds {count_text(rows_valid)} valid rows, the feed"
+                f" {count_text(live)} live products: as a snapshot, it would have deleted more"
+                f" than its max_deleted_ratio of {ratio:g}. An upsert deletes nothing; was the"
+                " file cut short?",
+                live - rows_valid,
+            )
 
 
 async def _check_and_write(

@@ -19,7 +19,7 @@ import msgspec
 
 from consumer.csvread import FIELD_LIMIT, LineSource, Record, RecordReader
 from consumer.fastpath import FastPath
-from consumer.frames import Batch, End, Fatal, Frame, Header, Kept, WorkerConfig, pack
+from consumer.frames import Batch, Cleaned, End, Fatal, Frame, Header, Kept, WorkerConfig, pack
 from consumer.inflate import DecompressionLimit, Inflater
 from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
@@ -185,6 +185,7 @@ def _rows(
     fast = FastPath(info, cfg.delimiter) if cfg.fast_path and not info.wide else None
     known = rows.known
     errors: list[ErrorRow] = []
+    cleaned: dict[str, Cleaned] = {}
     valid = rejected = rows_read = fast_rows = 0
     batch = cfg.batch_rows
 
@@ -222,7 +223,7 @@ def _rows(
             fast_rows += count
         else:
             rows_read += 1
-            if _one_record(rec, validator, reader, rows, errors):
+            if _one_record(rec, validator, reader, rows, errors, cleaned):
                 valid += 1
             else:
                 rejected += 1
@@ -230,7 +231,7 @@ def _rows(
             send()
     if rows.pending or errors:
         send()
-    return End(rows_read, valid, rejected, 0, fast_rows)
+    return End(rows_read, valid, rejected, 0, fast_rows, cleaned=cleaned)
 
 
 def _halves(block: bytes, min_lines: int) -> tuple[bytes, bytes] | None:
@@ -250,6 +251,7 @@ def _one_record(
     reader: RecordReader,
     rows: Recogniser,
     errors: list[ErrorRow],
+    cleaned: dict[str, Cleaned],
 ) -> bool:
     """Validate one record the fast path did not take: added to ``rows`` (True) or rejected
     into ``errors`` (False)."""
@@ -262,6 +264,14 @@ def _one_record(
     except RowFault as f:
         errors.append((rec.line, f.column, f.code, f.message, reader.raw_of_last()))
         return False
+    for column, raw, text in validator.changed(rec.fields, values):
+        seen = cleaned.get(column)
+        if seen is None:
+            cleaned[column] = Cleaned(1, [rec.line], f"{raw[:60]!r} → {text[:60]!r}")
+        else:
+            seen.count += 1
+            if len(seen.lines) < 3:
+                seen.lines.append(rec.line)
     canon = canonical_line(values, attributes).encode()
     rows.add_row(rec.line, canon, row_hash(canon))
     return True

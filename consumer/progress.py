@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from consumer.issues import Issues
 from service.core.contracts import FirstError
 from service.core.store import lifecycle, rejections
 from service.core.store.runs import ClaimedRun, Lease
@@ -62,9 +63,11 @@ class ErrorSink:
         self.pending: list[tuple[Any, ...]] = []
         self.count = 0
         self.first: FirstError | None = None
+        self.issues = Issues()  # the rejections rolled up, and the run's warnings
 
     async def add(self, line: int, column: str | None, code: str, message: str, raw: str) -> None:
         self.count += 1
+        self.issues.add("error", code, column, [line], message)
         if self.first is None or line < self.first.line:
             self.first = FirstError(line=line, column=column, code=code, message=message)
         self.pending.append(

@@ -195,7 +195,25 @@ class RowValidator:
                 else:
                     steps[c.name] = _step(_cached(c.clean) if c.cache else c.clean, pos)
         self._steps = [steps[name] for name in registry.names]
+        # Columns read from a field of their own (not carried): (name, position, index).
+        self._own = [
+            (c.name, header.index[c.name], i)
+            for i, c in enumerate(registry.columns)
+            if c.name in header.index
+            and not any(header.carried(o.name) and o.carried_by == c.name for o in registry.columns)
+        ]
         self._attributes = header.attributes
+
+    def changed(self, f: list[str], values: list[Any]) -> list[tuple[str, str, str]]:
+        """The columns whose value cleaning changed beyond trimming: (column, raw, cleaned)."""
+        out = []
+        for name, pos, i in self._own:
+            raw = f[pos].strip()
+            value = values[i]
+            text = "" if value is None else str(value)
+            if raw and raw != text:
+                out.append((name, raw, text))
+        return out
 
     def clean(self, f: list[str]) -> tuple[list[Any], dict[str, str] | None]:
         if len(f) != self.width:

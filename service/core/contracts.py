@@ -321,6 +321,18 @@ class FirstError(Struct):
     message: str
 
 
+class Issue(Struct, kw_only=True):
+    """One (code, column) of a run's rejections or warnings, rolled up (consumer/issues.py)."""
+
+    code: str
+    column: str | None
+    severity: Literal["error", "warning"]
+    count: int  # rows it touched (for a header's column: the rows read)
+    lines: list[int]  # the first few
+    message: str  # the first one
+    docs: str  # where docs/feed-format.md explains the code
+
+
 class ValidationResult(Struct, kw_only=True):
     rows_read: int
     rows_valid: int
@@ -343,6 +355,8 @@ class ValidationResult(Struct, kw_only=True):
     # products' attributes.
     columns: dict[str, str] | None = None
     attributes: list[str] | None = None
+    # Rejections (errors) and warnings per (code, column), errors first.
+    issues: list[Issue] | None = None
 
 
 # A feed's product as the API shows it: declared by the column registry.

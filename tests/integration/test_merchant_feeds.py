@@ -213,3 +213,42 @@ async def test_mapping_options_are_validated_with_the_field_named(client, acme):
         reg = await client.post("/feeds", json={"s3_uri": "s3://feeds/x.csv", **bad}, headers=acme)
         assert reg.status == 400, bad
         assert (await reg.json())["details"]["field"].startswith(next(iter(bad))), bad
+
+
+async def test_issues_roll_up_rejections_and_warnings(client, acme, consumer):
+    data = (
+        b"sku,name,price,currency,color\n"
+        b'A-1,  Red   shoe ,"$1,234.5",usd,red\n'
+        b"A-2,Blue,abc,USD,blue\n"
+        b"A-3,Green,2.00,XXQ,\n"
+        b"A-4,Plain,2.00,USD,\n"
+    )
+    ids = await upload_feed(client, acme, data, "?encoding=auto")
+    jv, feed_id = ids["validation_job_id"], ids["feed_id"]
+    r = (await run_and_wait(client, acme, jv))["result"]
+    got = [(i["severity"], i["code"], i["column"], i["count"], i["lines"]) for i in r["issues"]]
+    assert got == [
+        ("error", "INVALID_CURRENCY", "currency", 1, [4]),
+        ("error", "INVALID_PRICE", "price", 1, [3]),
+        ("warning", "COLUMN_KEPT_AS_ATTRIBUTE", "color", 4, [1]),
+        ("warning", "ENCODING_DETECTED", None, 4, []),
+        ("warning", "VALUE_CLEANED", "currency", 1, [2]),
+        ("warning", "VALUE_CLEANED", "name", 1, [2]),
+        ("warning", "VALUE_CLEANED", "price", 1, [2]),
+    ]
+    by = {(i["code"], i["column"]): i for i in r["issues"]}
+    assert by[("VALUE_CLEANED", "price")]["message"].endswith("'$1,234.5' → '1234.50'")
+    assert by[("INVALID_PRICE", "price")]["docs"] == "docs/feed-format.md#columns"
+    assert by[("ENCODING_DETECTED", None)]["message"] == "encoding auto read the file as utf-8"
+    # An upsert file much smaller than the feed: a warning, not a failure (nothing deleted).
+    put = await client.put(
+        f"/feeds/{feed_id}/file",
+        data=b"sku,name,price,currency\nA-4,Plain,2.00,USD\n",
+        headers={**acme, "Content-Type": "text/csv"},
+    )
+    assert put.status == 201
+    job = await run_and_wait(client, acme, jv, {"encoding": "utf-8", "max_deleted_ratio": 0.4})
+    assert job["status"] == "completed" and job["result"]["deleted"] == 0
+    shrank = [i for i in job["result"]["issues"] if i["code"] == "FILE_SHRANK"]
+    assert len(shrank) == 1 and shrank[0]["count"] == 1 and shrank[0]["severity"] == "warning"
+    assert "1 valid rows, the feed 2 live products" in shrank[0]["message"]

@@ -220,6 +220,15 @@ async def snapshot_deletions(conn: asyncpg.Connection, table: str, feed_id: str)
     return int(row["gone"]), int(row["live"])
 
 
+async def live_count(conn: asyncpg.Connection, feed_id: str) -> int:
+    """The feed's live products."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM products WHERE feed_id = $1 AND deleted_at IS NULL", feed_id
+        )
+    )
+
+
 async def dry_counts(
     conn: asyncpg.Connection, table: str, feed_id: str, *, snapshot: bool, gone: list[int] | None
 ) -> MergeCounts:
