@@ -5,6 +5,7 @@
     python bench/genfeed.py --rows 1000000 --seed 2 --base-seed 1 --change-pct 1 --out v2.csv
     python bench/genfeed.py --rows 1000000 --base-seed 1 --drop-pct 1 --out gone.csv
     python bench/genfeed.py --rows 10000 --dirty-pct 5 --messy-pct 20 --gzip --out dirty.csv.gz
+    python bench/genfeed.py --rows 1000000 --wide 19 --out wide.csv  # 30 columns
 
 The same arguments always give the same bytes. Row ``i`` has sku ``SKU-<i, 8 digits>`` and
 values drawn from the *value seed* (``--base-seed`` if given, else ``--seed``); everything
@@ -14,7 +15,8 @@ optional (which rows break, change, go missing or are spelled messily) is drawn 
 out (a snapshot with skus gone), ``--dirty-pct`` of its rows broken on purpose, one fault
 each (the summary counts them by rejection code), ``--messy-pct`` of the valid rows spelled
 as a careless exporter would (``$1,234.50``, `` usd ``, ``YES``, GTINs with dashes) yet
-cleaning to the very same values.
+cleaning to the very same values. ``--wide N`` adds N columns of the merchant's own
+(``attr_01``...), which a load keeps as each product's attributes.
 
 A JSON summary goes to stderr as the last line (and is returned by :func:`write_feed`):
 ``{"rows", "valid", "rejected", "rejected_by_code", "changed", "dropped"}``.
@@ -167,19 +169,27 @@ def write_feed(
     drop_pct: float = 0.0,
     dirty_pct: float = 0.0,
     messy_pct: float = 0.0,
+    wide: int = 0,
 ) -> dict[str, Any]:
     """Write the feed to ``out`` (text, newline="") and return its summary."""
     values = random.Random(seed if base_seed is None else base_seed)
     choices = random.Random(seed * 7919 + 17)
     pools = _Pools()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)  # the header, in the product's own column order
+    extra = [f"attr_{k + 1:02d}" for k in range(wide)]
+    writer.writerow([*COLUMNS, *extra])  # the product's own column order, then the others
     faults: Counter[str] = Counter()
     changed = dropped = written = 0
     last_valid = False  # row 0 is never broken; a duplicate always repeats a valid row
     batch: list[list[str]] = []
     for i in range(rows):
-        row = _row(i, values.getrandbits(64), pools)
+        bits = values.getrandbits(64)
+        row = _row(i, bits, pools)
+        if wide:  # short texts, some empty, from the same draw
+            row += [
+                "" if (bits >> (k % 60)) % 11 == 0 else f"{extra[k]} value {(bits >> k) % 97}"
+                for k in range(wide)
+            ]
         if base_seed is not None and drop_pct and choices.random() * 100 < drop_pct:
             dropped += 1
             last_valid = False
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drop-pct", type=float, default=0.0, help="rows (skus) left out")
     parser.add_argument("--dirty-pct", type=float, default=0.0, help="rows broken on purpose")
     parser.add_argument("--messy-pct", type=float, default=0.0, help="valid rows spelled messily")
+    parser.add_argument("--wide", type=int, default=0, help="columns of the merchant's own")
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--out", required=True)
     a = parser.parse_args(argv)
@@ -247,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         drop_pct=a.drop_pct,
         dirty_pct=a.dirty_pct,
         messy_pct=a.messy_pct,
+        wide=a.wide,
     )
     print(json.dumps(summary), file=sys.stderr)
 

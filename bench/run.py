@@ -215,9 +215,14 @@ async def sample_rss(proc: psutil.Process, out: list[int]) -> None:
         await asyncio.sleep(0.05)
 
 
-def psql_copy(db_url: str, path: Path) -> float:
-    # The product's columns as declared (service/core/product.py), keyed by sku.
+def psql_copy(db_url: str, path: Path, extra: int = 0) -> float:
+    # The product's columns as declared (service/core/product.py), keyed by sku; a wide
+    # feed's own columns as text columns of their own.
     ddl = "DROP TABLE IF EXISTS ref_products; " + PRODUCT.table_ddl("ref_products")
+    if extra:
+        ddl += "; ALTER TABLE ref_products " + ", ".join(
+            f"ADD COLUMN attr_{k + 1:02d} text" for k in range(extra)
+        )
     subprocess.run(["psql", db_url, "-q", "-c", ddl], check=True)
     started = time.perf_counter()
     subprocess.run(
@@ -342,6 +347,28 @@ async def etl_cases(
     return out, rss
 
 
+WIDE = 19  # 11 product columns + 19 of the merchant's own = 30
+
+
+async def wide_cases(stack: Stack, db_url: str, rows: int) -> list[Row]:
+    r"""A 30-column feed (19 kept as attributes): a cold load and a forced identical re-run,
+    against its own \copy into a 30-column keyed table (median of 3)."""
+    path = feed(rows, "--seed", "6", "--wide", str(WIDE))
+    refs = sorted(psql_copy(db_url, path, WIDE) for _ in range(3))
+    ref = refs[1]
+    print(f"reference \\copy, wide: {', '.join(f'{r:.2f}' for r in refs)} s (median {ref:.2f})")
+    rss: list[int] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        _, jv = await new_feed(session, stack, path)
+        cold, r = await timed_run(session, stack, jv, {}, rss)
+        ok = r["inserted"] == rows and r["attributes"] == [f"attr_{k + 1:02d}" for k in range(WIDE)]
+        forced, again = await timed_run(session, stack, jv, {"force": True}, rss)
+    return [
+        case(f"wide feed (30 columns), cold load (ref {ref:.2f} s)", cold, ref, 1.6, ok),
+        case("wide feed, identical re-run, force", forced, ref, 0.35, again["unchanged"] == rows),
+    ]
+
+
 async def memory_cases(stack: Stack, rows: int, peak_1x: int) -> list[Row]:
     """Peak RSS of consumer + worker at 4x rows: a cold load, then a forced re-run (the
     worker then holds every stored product's hashes)."""
@@ -376,6 +403,7 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="only the 4x-rows RSS cases")
+    ap.add_argument("--wide-only", action="store_true", help="only the 30-column feed's cases")
     args = ap.parse_args()
     n = args.rows
     files = {
@@ -388,14 +416,17 @@ async def main() -> None:
     db_url = await fresh_db("feedjobs_bench")
     stack = Stack({**os.environ, "LOG_LEVEL": "INFO"}, db_url, s3)  # INFO: run phases
     try:
-        refs = sorted(psql_copy(db_url, files["base"]) for _ in range(1 if args.memory_only else 3))
+        only = args.memory_only or args.wide_only
+        refs = sorted(psql_copy(db_url, files["base"]) for _ in range(1 if only else 3))
         ref = refs[len(refs) // 2]
         print(f"reference \\copy: {', '.join(f'{r:.2f}' for r in refs)} s (median {ref:.2f})")
         stack.start()
         rows, rss = [], [0]
-        if not args.memory_only:
+        if not only:
             rows, rss = await etl_cases(stack, db_url, n, ref, files)
-        if not args.no_memory:
+        if not args.memory_only:
+            rows += await wide_cases(stack, db_url, n)
+        if not args.no_memory and not args.wide_only:
             rows += await memory_cases(stack, n, max(rss))
     finally:
         stack.stop()
