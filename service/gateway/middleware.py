@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable
 import asyncpg
 import structlog
 from aiohttp import web
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from service.core.contracts import ErrorBody, encode
 from service.core.db import UNREACHABLE
@@ -25,6 +26,7 @@ from service.core.ids import is_correlation_id
 from service.core.logs import ACCESS, get_logger
 from service.core.store.keys import Principal
 from service.gateway import appkeys, inputs
+from service.gateway.access import PUBLIC, declared
 from service.gateway.metrics import METRICS, Metrics
 from service.gateway.ratelimit import RateLimiter
 
@@ -37,7 +39,7 @@ _ID_PREFIX = secrets.token_hex(12)
 _ID_COUNTER = itertools.count(1)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
-PROTECTED = ("/jobs", "/feeds")
+PROTECTED = ("/jobs", "/feeds", "/webhooks")  # where an unmatched path still needs a key
 
 
 def error_response(exc: ServiceError, request_id: str) -> web.Response:
@@ -181,8 +183,7 @@ def new_request_id(incoming: str) -> str:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = request.path
-    if not _protected(path):
+    if not _needs_key(request):
         return await handler(request)
     inputs.check_request(request)
     app = request.app
@@ -213,8 +214,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
+def _needs_key(request: web.Request) -> bool:
+    """A matched route: unless it is declared public (service/gateway/access.py). No route
+    matched: under the tenants' prefixes (a 401 there before a 404), else not."""
+    match = request.match_info
+    if isinstance(match, MatchInfoError):
+        return _protected(request.path)
+    return declared(match.handler) != PUBLIC
+
+
 def _protected(path: str) -> bool:
-    """``/jobs``, ``/feeds`` and everything under them."""
+    """``/jobs``, ``/feeds``, ``/webhooks`` and everything under them."""
     for prefix in PROTECTED:
         if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
             return True

@@ -40,6 +40,7 @@ from service.core.store import feeds as feeds_store
 from service.core.store import lifecycle, s3_prefixes
 from service.core.store import schedules as schedules_store
 from service.gateway import appkeys
+from service.gateway.access import tenant
 from service.gateway.bodies import json_response, list_query, page, query_int, read_json
 from service.gateway.middleware import principal
 from service.gateway.uploads import UploadBody, check_upload_type
@@ -158,6 +159,7 @@ async def _receive(
 
 
 @routes.post("/feeds")
+@tenant
 async def create_feed(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
         return await _register(request)
@@ -274,6 +276,7 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
 
 
 @routes.put("/feeds/{feed_id}/file")
+@tenant
 async def replace_file(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     p = principal(request)
@@ -304,6 +307,7 @@ async def replace_file(request: web.Request) -> web.Response:
 
 
 @routes.get("/feeds")
+@tenant
 async def list_feeds(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status not in (None, *FEED_STATUSES):
@@ -339,6 +343,7 @@ async def own_feed(request: web.Request) -> str:
 
 
 @routes.put("/feeds/{feed_id}/schedule")
+@tenant
 async def put_schedule(request: web.Request) -> web.Response:
     """Run the feed on a cron expression (in a time zone) or every N seconds."""
     feed_id = await own_feed(request)
@@ -356,6 +361,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 
 
 @routes.delete("/feeds/{feed_id}/schedule")
+@tenant
 async def delete_schedule(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     if not await schedules_store.delete(request.app[appkeys.POOL], feed_id):
@@ -365,6 +371,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
 
 
 @routes.get("/feeds/{feed_id}")
+@tenant
 async def get_feed(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     if not ids.is_feed_id(feed_id):

@@ -38,6 +38,7 @@ from service.core.store import jobs as jobs_store
 from service.core.store.jobs import JobRecord
 from service.core.store.keys import Principal
 from service.gateway import appkeys, report
+from service.gateway.access import tenant
 from service.gateway.bodies import (
     decode_cursor,
     encode_cursor,
@@ -99,6 +100,7 @@ async def _wait_for_change(
 
 
 @routes.get("/jobs/{job_id}")
+@tenant
 async def get_job(request: web.Request) -> web.Response:
     row = await _load(request, request.match_info["job_id"])
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
@@ -111,6 +113,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs")
+@tenant
 async def list_jobs(request: web.Request) -> web.Response:
     q = request.query
     statuses = None
@@ -158,6 +161,7 @@ def _request_hash(job_id: str, body: bytes) -> bytes:
 
 
 @routes.post("/jobs/{job_id}/run")
+@tenant
 async def run_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     p = principal(request)
@@ -260,6 +264,7 @@ def _accepted(job_id: str, body: bytes) -> web.Response:
 
 
 @routes.post("/jobs/{job_id}/cancel")
+@tenant
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     if not ids.is_job_id(job_id):
@@ -283,6 +288,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs/{job_id}/runs")
+@tenant
 async def job_runs(request: web.Request) -> web.Response:
     row = await _load(request, request.match_info["job_id"])
 
@@ -296,6 +302,7 @@ def _wants_csv(request: web.Request) -> bool:
 
 
 @routes.get("/jobs/{job_id}/errors")
+@tenant
 async def job_errors(request: web.Request) -> web.StreamResponse:
     row = await _load(request, request.match_info["job_id"])
     if _wants_csv(request):

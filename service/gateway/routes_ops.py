@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service import __version__
 from service.core.store import health as health_store
 from service.gateway import appkeys, openapi
+from service.gateway.access import public
 from service.gateway.bodies import json_response
 from service.gateway.metrics import METRICS
 
@@ -17,11 +18,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@public
 async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
 @routes.get("/readyz")
+@public
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
@@ -42,6 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@public
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     await m.refresh(request.app[appkeys.POOL], request.app[appkeys.WATCHER].waiting)
@@ -51,5 +55,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/openapi.json")
+@public
 async def openapi_json(_request: web.Request) -> web.Response:
     return json_response(openapi.build())

@@ -9,6 +9,7 @@ from service.core.contracts import ProductList
 from service.core.errors import InvalidRequest, ProductNotFound
 from service.core.store import catalog
 from service.gateway import appkeys
+from service.gateway.access import tenant
 from service.gateway.bodies import (
     decode_cursor,
     encode_cursor,
@@ -31,6 +32,7 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 @routes.get("/feeds/{feed_id}/products")
+@tenant
 async def list_products(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     limit = query_int(request, "limit", 100, 1, 1000)
@@ -50,6 +52,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 
 @routes.get("/feeds/{feed_id}/products/{sku:.+}")  # a sku may hold "/"
+@tenant
 async def get_product(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     sku = request.match_info["sku"]
