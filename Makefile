@@ -42,6 +42,7 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	$(PY) bench/gateway.py
 	$(PY) bench/recovery.py
 	$(PY) bench/scheduler.py
+	$(PY) bench/webhooks.py
 
 SOAK_MINUTES ?= 5
 soak: install         ## 2 gateways + 2 consumers under random cuts and kills, then the invariants

@@ -52,6 +52,20 @@ class ConsumerMetrics:
             "Object versions from S3 events, by outcome (loaded, pending, stale, unwatched)",
             "outcome",
         )
+        self.webhook_deliveries = count(
+            "feedjobs_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+            "outcome",
+        )
+        self.webhook_latency = Histogram(
+            "feedjobs_webhook_attempt_seconds",
+            "Wall time of a webhook delivery attempt",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+        )
+        self.webhook_backlog = Gauge(
+            "feedjobs_webhook_backlog", "Webhook deliveries pending", registry=self.registry
+        )
         self.active = Gauge("feedjobs_runs_active", "Runs in hand", registry=self.registry)
         self.amqp_up = Gauge(
             "feedjobs_amqp_connected", "1 while consuming from the broker", registry=self.registry

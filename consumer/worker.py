@@ -22,6 +22,7 @@ from consumer import etl, messages, metrics, retention, s3watch, sweeper
 from consumer.messages import DeadLetter, Stopping, correlation_id, decode_request, settle_quietly
 from consumer.runner import Runner
 from consumer.scheduler import Scheduler
+from consumer.webhooks import Deliverer
 from service.core import s3_events
 from service.core.bus import Names, declare_topology, open_connection
 from service.core.contracts import RunRequest
@@ -86,12 +87,15 @@ class Consumer:
         relay = OutboxRelay(pool, s.amqp_url, self.names, poll_seconds=s.outbox_poll_seconds)
         watcher = JobWatcher(s.database_url)
         watcher.on("outbox", relay.wake)
+        deliverer = Deliverer(pool, s, self.metrics)
+        self._stack.push_async_callback(deliverer.close)
         self._background += [
             asyncio.create_task(retry_forever("consumer_amqp", self._session), name="amqp"),
             asyncio.create_task(relay.run(), name="outbox_relay"),
             asyncio.create_task(watcher.run(), name="listener"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(retry_forever("webhooks", deliverer.run), name="webhooks"),
         ]
         for task in self._background:
             task.add_done_callback(self._background_died)

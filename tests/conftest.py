@@ -110,6 +110,11 @@ def settings(database_url: str, amqp_prefix: str, s3_endpoint: str) -> Settings:
         rate_limit_per_second=10000,
         rate_limit_burst=10000,
         consumer_metrics_port=0,  # tests run many consumers; test_metrics gives one a port
+        # the webhook tests' receivers listen on loopback; their retries come fast
+        webhook_allowed_hosts="127.0.0.1",
+        webhook_retry_schedule="0.3,0.3,0.3",
+        webhook_timeout_seconds=2.0,
+        webhook_poll_seconds=0.1,
     )
 
 

@@ -368,6 +368,73 @@ class ProductList(Struct):
     next_cursor: str | None
 
 
+# Webhooks (service/core/webhooks.py): the status events an endpoint may ask for.
+WebhookEvent = Literal["job.queued", "job.running", "job.completed", "job.failed", "job.cancelled"]
+WEBHOOK_EVENTS: tuple[str, ...] = (
+    "job.queued",
+    "job.running",
+    "job.completed",
+    "job.failed",
+    "job.cancelled",
+)
+WebhookIdText = Annotated[str, Meta(pattern=r"^WH[0-9]{5,18}$")]
+
+
+class CreateWebhook(Struct, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, Meta(min_length=1, max_length=2000)]
+    events: Annotated[list[WebhookEvent], Meta(min_length=1, max_length=10)]
+    feed_ids: Annotated[list[FeedIdText], Meta(min_length=1, max_length=100)] | None = None
+
+
+class WebhookView(Struct, kw_only=True):
+    webhook_id: str
+    url: str
+    events: list[str]
+    feed_ids: list[str] | None
+    created_at: Timestamp
+    disabled_at: Timestamp | None
+    disabled_reason: str | None  # why it was disabled (410, or the whole retry schedule failed)
+    previous_secret_valid_until: Timestamp | None
+
+
+class WebhookCreated(WebhookView, kw_only=True):
+    secret: str  # whsec_...: shown once
+
+
+class WebhookList(Struct):
+    webhooks: list[WebhookView]
+
+
+class SecretRotated(Struct):
+    webhook_id: str
+    secret: str  # the new one, shown once
+    previous_secret_valid_until: Timestamp  # both sign until then
+
+
+class DeliveryView(Struct, kw_only=True):
+    delivery_id: str  # the webhook-id header of every attempt
+    event_type: str
+    job_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    created_at: Timestamp
+    next_attempt_at: Timestamp | None  # while pending
+    delivered_at: Timestamp | None
+    last_status: int | None  # the receiver's HTTP status
+    last_error: str | None
+    last_latency_ms: int | None
+
+
+class DeliveryList(Struct):
+    deliveries: list[DeliveryView]
+    next_cursor: str | None
+
+
+class DeliveryQueued(Struct):
+    delivery_id: str
+    status: str
+
+
 class SubmissionResult(Struct):
     """What a submission job stored: an upload's size and SHA-256, or a registered object's
     size and ETag (its SHA-256 is not known without reading it)."""
@@ -392,9 +459,12 @@ class Progress(Struct):
 
 
 class StatusEvent(Struct):
+    """A ``job.<status>`` event on jobs.events, as sql/0001_init.sql's trigger writes it."""
+
     job_id: str
     feed_id: str
-    status: str
+    job_type: JobType
+    status: JobStatus
     attempt: int
     result: Raw | None
     error: Raw | None

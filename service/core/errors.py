@@ -83,6 +83,20 @@ class ProductNotFound(ServiceError):
     error_code = "PRODUCT_NOT_FOUND"
 
 
+class WebhookNotFound(ServiceError):
+    """Webhook not found"""
+
+    status = 404
+    error_code = "WEBHOOK_NOT_FOUND"
+
+
+class DeliveryNotFound(ServiceError):
+    """Delivery not found"""
+
+    status = 404
+    error_code = "DELIVERY_NOT_FOUND"
+
+
 class ScheduleNotFound(ServiceError):
     """Schedule not found"""
 

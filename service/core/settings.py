@@ -63,6 +63,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bad_key_burst: int = 20
     db_pool_max: int = 10
     connect_retries: int = 0  # start-up tries of PostgreSQL; 0: wait as long as it takes
+    # Webhooks (service/core/webhooks.py, consumer/webhooks.py)
+    # Hosts or CIDRs a webhook URL may resolve to although private, loopback or link-local
+    # (comma-separated; empty: only public addresses).
+    webhook_allowed_hosts: str = ""
+    # Seconds between a delivery's attempts, after the first (jittered ±10%): about 3 days.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_connect_timeout_seconds: float = 5.0
+    webhook_timeout_seconds: float = 15.0  # one attempt, connect to the last byte read
+    webhook_concurrency: int = 32  # attempts in flight, per consumer
+    webhook_in_flight_per_endpoint: int = 4  # so one slow endpoint holds at most this many
+    webhook_poll_seconds: float = 0.5
+    webhook_secret_grace_seconds: int = 86400  # a rotated secret still signs this long
     demo_api_key: str | None = None
     dev_data_dir: str = ".data"  # make run: where the embedded S3's objects are kept
 

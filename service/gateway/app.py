@@ -26,6 +26,7 @@ from service.gateway import (
     routes_jobs,
     routes_ops,
     routes_products,
+    routes_webhooks,
 )
 from service.gateway.auth import KeyCache
 from service.gateway.jobs_view import BODIES, Bodies
@@ -133,6 +134,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes_ops.routes)
     app.add_routes(routes_feeds.routes)
     app.add_routes(routes_products.routes)
+    app.add_routes(routes_webhooks.routes)
     app.add_routes(routes_jobs.routes)
     fastpoll.install(app)
     return app

@@ -129,7 +129,7 @@ def query_time(request: web.Request, name: str) -> datetime | None:
     return parsed
 
 
-def encode_cursor(values: list[Any]) -> str:
+def encode_cursor(values: Any) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
 
 

@@ -39,6 +39,14 @@ BODIES: list[Any] = [
     c.StatusEvent,
     c.Product,
     c.ProductList,
+    c.CreateWebhook,
+    c.WebhookView,
+    c.WebhookCreated,
+    c.WebhookList,
+    c.SecretRotated,
+    c.DeliveryView,
+    c.DeliveryList,
+    c.DeliveryQueued,
 ]
 
 
@@ -186,6 +194,94 @@ UPLOAD_QUERY = [
     ),
 ]
 PROTECTED = ("401", "429", "503")
+
+
+WEBHOOK_ID = r"^WH[0-9]{5,18}$"
+
+
+def _webhook_paths(rate: tuple[str, ...]) -> dict[str, Any]:
+    hook = _path("webhook_id", "WH00001", WEBHOOK_ID)
+    delivery = _path("delivery_id", "msg_0123456789abcdef0123456789abcdef", r"^msg_[0-9a-f]{32}$")
+    not_found = _errors("404", *PROTECTED)
+    return {
+        "/webhooks": {
+            "get": {
+                "operationId": "list_webhooks",
+                "summary": "The tenant's webhook endpoints",
+                "responses": {
+                    "200": _json(_ref("WebhookList"), "Endpoints", *rate),
+                    **_errors(*PROTECTED),
+                },
+            },
+            "post": {
+                "operationId": "create_webhook",
+                "summary": "Register an endpoint; its signing secret is shown once",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CreateWebhook")}},
+                },
+                "responses": {
+                    "201": _json(_ref("WebhookCreated"), "Registered", "Location", *rate),
+                    **_errors("400", "413", "415", *PROTECTED),
+                },
+            },
+        },
+        "/webhooks/{webhook_id}": {
+            "get": {
+                "operationId": "get_webhook",
+                "summary": "An endpoint (disabled_reason says why it was disabled)",
+                "parameters": [hook],
+                "responses": {
+                    "200": _json(_ref("WebhookView"), "The endpoint", *rate),
+                    **not_found,
+                },
+            },
+            "delete": {
+                "operationId": "delete_webhook",
+                "summary": "Remove an endpoint and its deliveries",
+                "parameters": [hook],
+                "responses": {
+                    "204": {"description": "Removed", "headers": _headers(*rate)},
+                    **not_found,
+                },
+            },
+        },
+        "/webhooks/{webhook_id}/rotate-secret": {
+            "post": {
+                "operationId": "rotate_webhook_secret",
+                "summary": "A new secret; the old one still signs for WEBHOOK_SECRET_GRACE_SECONDS",
+                "parameters": [hook],
+                "responses": {"200": _json(_ref("SecretRotated"), "Rotated", *rate), **not_found},
+            }
+        },
+        "/webhooks/{webhook_id}/test": {
+            "post": {
+                "operationId": "test_webhook",
+                "summary": "Send a webhook.test delivery",
+                "parameters": [hook],
+                "responses": {"202": _json(_ref("DeliveryQueued"), "Queued", *rate), **not_found},
+            }
+        },
+        "/webhooks/{webhook_id}/deliveries": {
+            "get": {
+                "operationId": "list_deliveries",
+                "summary": "The endpoint's deliveries, newest first",
+                "parameters": [hook, _limit(100, 50), CURSOR],
+                "responses": {
+                    "200": _json(_ref("DeliveryList"), "A page of deliveries", *rate),
+                    **_errors("400", "404", *PROTECTED),
+                },
+            }
+        },
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {
+            "post": {
+                "operationId": "retry_delivery",
+                "summary": "Send a delivery again now (enables a disabled endpoint)",
+                "parameters": [hook, delivery],
+                "responses": {"202": _json(_ref("DeliveryQueued"), "Queued", *rate), **not_found},
+            }
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -340,6 +436,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_webhook_paths(rate),
         "/feeds/{feed_id}/products": {
             "get": {
                 "operationId": "list_products",

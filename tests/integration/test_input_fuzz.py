@@ -18,6 +18,7 @@ BASE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/feeds"): {"s3_uri": "s3://feeds/x.csv", "name": "ok"},
     ("put", "/feeds/{feed_id}/schedule"): {"cron": "0 * * * *", "timezone": "UTC"},
     ("post", "/jobs/{job_id}/run"): {"mode": "upsert"},
+    ("post", "/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["job.failed"]},
 }
 
 
@@ -25,7 +26,7 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
     doc = openapi.build()
     ops = []
     for path, methods in doc["paths"].items():
-        if not path.startswith(("/jobs", "/feeds")):
+        if not path.startswith(("/jobs", "/feeds", "/webhooks")):
             continue
         for method, op in methods.items():
             if isinstance(op, dict) and "responses" in op:
@@ -56,7 +57,16 @@ async def _expect_400(resp, field: str, what: str) -> None:
 
 async def test_every_text_input_refuses_nul(client, acme):
     ids = await upload_feed(client, acme, FEED)
-    real = {"feed_id": ids["feed_id"], "job_id": ids["validation_job_id"]}
+    hook = await client.post("/webhooks", headers=acme, json=BASE_BODIES[("post", "/webhooks")])
+    webhook_id = (await hook.json())["webhook_id"]
+    test = await client.post(f"/webhooks/{webhook_id}/test", headers=acme)
+    real = {
+        "feed_id": ids["feed_id"],
+        "job_id": ids["validation_job_id"],
+        "sku": "A-1",
+        "webhook_id": webhook_id,
+        "delivery_id": (await test.json())["delivery_id"],
+    }
     checked = 0
     for method, path, op in _operations():
         url = path.format(**real)

@@ -28,6 +28,8 @@ TABLES = {
     "products",
     "feed_hash_sets",
     "canonical_form",
+    "webhooks",
+    "webhook_deliveries",
     "schema_migrations",
 }
 
