@@ -98,8 +98,8 @@ async def main() -> None:
         got.clear()
         await pool.execute(
             "INSERT INTO webhook_deliveries (id, webhook_id, event_type, body)"
-            " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), $1[1 + i % $2],"
-            " 'job.completed', $3 FROM generate_series(0, $4 - 1) AS i",
+            " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), ($1::text[])[1 + i % $2],"
+            " 'job.completed', $3 FROM generate_series(0, $4::int - 1) AS i",
             [h.webhook_id for h in hooks],
             endpoints,
             BODY.decode(),

@@ -32,6 +32,7 @@ from service.core.store import webhooks as store
 log = get_logger(__name__)
 READ_LIMIT = 4096
 LEASE_MARGIN = 5.0
+BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (a metric)
 
 
 class Deliverer:
@@ -72,20 +73,32 @@ class Deliverer:
     async def run(self) -> None:
         """Passes until cancelled (wrapped in retry_forever by the consumer)."""
         cap = self.settings.webhook_in_flight_per_endpoint
+        counted = 0.0
         while True:
             raise_if_cancelling()
             full = [w for w, n in self.in_flight.items() if n >= cap]
             free = self.settings.webhook_concurrency - len(self.tasks)
+            claimed = 0
             if free > 0:
                 for webhook_id in await store.due_endpoints(self.pool, full, free):
-                    share = min(cap - self.in_flight.get(webhook_id, 0), free)
+                    share = min(cap - self.in_flight.get(webhook_id, 0), free - claimed)
                     if share <= 0:
                         continue
                     for due in await store.claim(self.pool, webhook_id, share, self.lease):
                         self._start(due)
-                        free -= 1
+                        claimed += 1
+            if time.monotonic() - counted >= BACKLOG_EVERY:
+                counted = time.monotonic()
                 self.metrics.webhook_backlog.set(await store.backlog(self.pool))
-            await asyncio.sleep(self.settings.webhook_poll_seconds)
+            if claimed and self.tasks:
+                # More may be due: look again as soon as a slot frees (or after a poll).
+                await asyncio.wait(
+                    set(self.tasks),
+                    timeout=self.settings.webhook_poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            else:
+                await asyncio.sleep(self.settings.webhook_poll_seconds)
 
     def _start(self, due: store.Due) -> None:
         self.in_flight[due.webhook_id] = self.in_flight.get(due.webhook_id, 0) + 1
