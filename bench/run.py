@@ -404,6 +404,7 @@ async def main() -> None:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="only the 4x-rows RSS cases")
     ap.add_argument("--wide-only", action="store_true", help="only the 30-column feed's cases")
+    ap.add_argument("--no-wide", action="store_true", help="without the 30-column feed's cases")
     args = ap.parse_args()
     n = args.rows
     files = {
@@ -424,7 +425,7 @@ async def main() -> None:
         rows, rss = [], [0]
         if not only:
             rows, rss = await etl_cases(stack, db_url, n, ref, files)
-        if not args.memory_only:
+        if not args.memory_only and not args.no_wide:
             rows += await wide_cases(stack, db_url, n)
         if not args.no_memory and not args.wide_only:
             rows += await memory_cases(stack, n, max(rss))

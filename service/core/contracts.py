@@ -23,6 +23,13 @@ ColumnMap = Annotated[dict[HeaderName, ColumnName], Meta(max_length=200)]
 # or the run fails (UNKNOWN_COLUMNS).
 UnknownColumns = Literal["keep", "ignore", "reject"]
 UNKNOWN_POLICIES: tuple[str, ...] = ("keep", "ignore", "reject")
+# A feed's tags (its jobs inherit them): GET /feeds?tag=, GET /jobs?tag=.
+TAG = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+Tag = Annotated[str, Meta(pattern=TAG)]
+Tags = Annotated[list[Tag], Meta(max_length=20)]
+MAX_TAGS = 20
+MAX_DESCRIPTION = 2000
+Description = Annotated[str, Meta(max_length=MAX_DESCRIPTION)]
 JobStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 JobType = Literal["submission", "validation"]
 JOB_STATUSES: tuple[str, ...] = ("created", "queued", "running", "completed", "failed", "cancelled")
@@ -203,9 +210,19 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     encoding: Encoding = "utf-8"
     columns: ColumnMap = {}
     unknown_columns: UnknownColumns = "keep"
+    description: Description | None = None
+    tags: Tags = []
     # Load every new object version that arrives there (S3 event notifications): s3_uri is
     # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
     watch: bool = False
+
+
+class UpdateFeed(Struct, forbid_unknown_fields=True, kw_only=True):
+    """PATCH /feeds/{id}: the fields given are set (``description: null`` clears it)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType | None = msgspec.UNSET
+    tags: Tags | msgspec.UnsetType = msgspec.UNSET
 
 
 class FeedCreated(Struct):
@@ -236,6 +253,8 @@ class FeedSummary(Struct):
     encoding: str
     columns: dict[str, str]
     unknown_columns: str
+    description: str | None
+    tags: list[str]
     watch: str | None  # the S3 key or prefix whose new versions the feed loads
 
 

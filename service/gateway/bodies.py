@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,9 +12,12 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from service.core.contracts import encode
+from service.core.contracts import TAG, encode
 from service.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from service.gateway.inputs import check_tree
+
+TAG_PATTERN = re.compile(TAG)
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,6 +131,24 @@ def query_time(request: web.Request, name: str) -> datetime | None:
             details={"field": name},
         )
     return parsed
+
+
+def query_tags(request: web.Request) -> tuple[list[str] | None, bool]:
+    """``?tag=a&tag=b`` (any of them) and ``&tags_match=all`` (every one)."""
+    tags = request.query.getall("tag", [])
+    for tag in tags:
+        if not TAG_PATTERN.fullmatch(tag):
+            raise InvalidRequest(
+                "Query parameter `tag` must be 1 to 64 of A-Z a-z 0-9 . _ : / - (a letter or"
+                " digit first)",
+                details={"field": "tag"},
+            )
+    match = request.query.get("tags_match") or "any"
+    if match not in ("any", "all"):
+        raise InvalidRequest(
+            "Query parameter `tags_match` must be any or all", details={"field": "tags_match"}
+        )
+    return (tags or None), match == "all"
 
 
 def encode_cursor(values: Any) -> str:

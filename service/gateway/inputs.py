@@ -29,13 +29,17 @@ def check(value: str, field: str) -> None:
         )
 
 
+# Query parameters a client may give more than once (?tag=a&tag=b).
+REPEATABLE = frozenset({"tag"})
+
+
 def check_request(request: web.Request) -> None:
     """The query string and the path's parameters."""
     seen: set[str] = set()
     for name, value in request.query.items():
         check(name, name)
         check(value, name)
-        if name in seen:
+        if name in seen and name not in REPEATABLE:
             raise InvalidRequest(
                 f"Query parameter `{name}` is given more than once", details={"field": name}
             )

@@ -39,6 +39,7 @@ BODIES: list[Any] = [
     c.StatusEvent,
     c.Product,
     c.ProductList,
+    c.UpdateFeed,
     c.CreateWebhook,
     c.WebhookView,
     c.WebhookCreated,
@@ -151,6 +152,12 @@ LIST_QUERY = [
     _query("sort", {"enum": ["created_at", "-created_at"]}, "Oldest or newest first (default)"),
     _query("include_total", {"enum": ["true", "false"]}, "Add `total`, every match"),
 ]
+TAG_QUERY = [
+    _query(
+        "tag", {"type": "string", "pattern": c.TAG}, "Feeds with this tag (repeat: any of them)"
+    ),
+    _query("tags_match", {"enum": ["any", "all"], "default": "any"}, "all: every tag given"),
+]
 WAIT = _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "Long poll, seconds")
 CURSOR = _query("cursor", STR, "next_cursor of the previous page")
 
@@ -187,6 +194,8 @@ UPLOAD_QUERY = [
         {"type": "string", "contentMediaType": "application/json"},
         'The header mapping as a JSON object, {"their header": "our column"}',
     ),
+    _query("tags", STR, "Comma-separated tags (at most 20)"),
+    _query("description", {"type": "string", "maxLength": c.MAX_DESCRIPTION}, "What the feed is"),
     _query(
         "unknown_columns",
         {"enum": list(c.UNKNOWN_POLICIES), "default": "keep"},
@@ -301,6 +310,7 @@ def _paths() -> dict[str, Any]:
                     _query("feed_id", STR, "Only this feed's jobs"),
                     _query("created_after", {"type": "string", "format": "date-time"}, "After"),
                     _query("created_before", {"type": "string", "format": "date-time"}, "Before"),
+                    *TAG_QUERY,
                     _limit(100, 50),
                     CURSOR,
                     *LIST_QUERY,
@@ -399,6 +409,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "The tenant's feeds, newest first",
                 "parameters": [
                     _query("status", {"enum": list(c.FEED_STATUSES)}, "Only feeds in it"),
+                    *TAG_QUERY,
                     _limit(100, 50),
                     CURSOR,
                     *LIST_QUERY,
@@ -434,7 +445,20 @@ def _paths() -> dict[str, Any]:
                     "200": _json(_ref("FeedView"), "The feed", *rate),
                     **_errors("404", *PROTECTED),
                 },
-            }
+            },
+            "patch": {
+                "operationId": "update_feed",
+                "summary": "Set a feed's name, description or tags (the fields given)",
+                "parameters": [feed_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("UpdateFeed")}},
+                },
+                "responses": {
+                    "200": _json(_ref("FeedView"), "The feed", *rate),
+                    **_errors("400", "404", "413", "415", *PROTECTED),
+                },
+            },
         },
         **_webhook_paths(rate),
         "/feeds/{feed_id}/products": {

@@ -14,6 +14,8 @@ from service.core.contracts import (
     DEFAULT_MAX_DELETED_RATIO,
     ENCODINGS,
     FEED_STATUSES,
+    MAX_DESCRIPTION,
+    MAX_TAGS,
     UNKNOWN_POLICIES,
     ColumnMap,
     FeedCreated,
@@ -23,6 +25,8 @@ from service.core.contracts import (
     RegisterFeed,
     ScheduleBody,
     SubmissionResult,
+    Tags,
+    UpdateFeed,
     encode,
     job_error_code,
 )
@@ -41,7 +45,7 @@ from service.core.store import lifecycle, s3_prefixes
 from service.core.store import schedules as schedules_store
 from service.gateway import appkeys
 from service.gateway.access import tenant
-from service.gateway.bodies import json_response, list_query, page, query_int, read_json
+from service.gateway.bodies import json_response, list_query, page, query_int, query_tags, read_json
 from service.gateway.middleware import principal
 from service.gateway.uploads import UploadBody, check_upload_type
 
@@ -100,6 +104,21 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
                 f" columns ({', '.join(NAMES)}): {exc}",
                 details={"field": "columns"},
             ) from None
+    tags = [t for t in (q.get("tags") or "").split(",") if t]
+    description = q.get("description") or None
+    try:  # the JSON bodies' rules: contracts.Tags
+        msgspec.convert(tags, Tags)
+    except msgspec.ValidationError:
+        raise InvalidRequest(
+            f"Query parameter `tags` must be at most {MAX_TAGS} comma-separated tags, each"
+            " 1 to 64 of A-Z a-z 0-9 . _ : / - (a letter or digit first)",
+            details={"field": "tags"},
+        ) from None
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise InvalidRequest(
+            f"Query parameter `description` is limited to {MAX_DESCRIPTION} characters",
+            details={"field": "description"},
+        )
     unknown = q.get("unknown_columns") or "keep"
     if unknown not in UNKNOWN_POLICIES:
         raise InvalidRequest(
@@ -115,6 +134,8 @@ def _upload_options(request: web.Request) -> dict[str, Any]:
         "encoding": encoding,
         "columns": columns,
         "unknown_columns": unknown,
+        "tags": tags,
+        "description": description,
     }
 
 
@@ -184,6 +205,8 @@ async def create_feed(request: web.Request) -> web.Response:
             encoding=opts["encoding"],
             columns=opts["columns"],
             unknown_columns=opts["unknown_columns"],
+            description=opts["description"],
+            tags=opts["tags"],
             submission_status="running",
         )
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
@@ -228,6 +251,8 @@ async def _register(request: web.Request) -> web.Response:
             encoding=body.encoding,
             columns=body.columns,
             unknown_columns=body.unknown_columns,
+            description=body.description,
+            tags=body.tags,
             submission_status="completed",
             submission_result=encode(result).decode(),
         )
@@ -266,6 +291,8 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
             encoding=body.encoding,
             columns=body.columns,
             unknown_columns=body.unknown_columns,
+            description=body.description,
+            tags=body.tags,
             submission_status="created",
         )
         await feeds_store.set_watch(conn, feed_id, watch)
@@ -317,6 +344,7 @@ async def list_feeds(request: web.Request) -> web.Response:
         )
     listing = list_query(request, tuple[datetime, str])
     limit = listing.limit
+    tags, all_tags = query_tags(request)
     rows, total = await feeds_store.list_feeds(
         request.app[appkeys.POOL],
         principal(request).tenant_id,
@@ -325,11 +353,39 @@ async def list_feeds(request: web.Request) -> web.Response:
         limit=limit + 1,
         newest_first=listing.newest_first,
         with_total=listing.with_total,
+        tags=tags,
+        all_tags=all_tags,
     )
     rows, cursor = page(rows, listing, lambda r: [r[1].isoformat(), r[0].feed_id])
     return json_response(
         FeedList(feeds=[feed for feed, _ in rows], next_cursor=cursor, total=total)
     )
+
+
+@routes.patch("/feeds/{feed_id}")
+@tenant
+async def update_feed(request: web.Request) -> web.StreamResponse:
+    """Set a feed's name, description or tags (the fields given)."""
+    feed_id = request.match_info["feed_id"]
+    if not ids.is_feed_id(feed_id):
+        raise FeedNotFound(feed_id)
+    settings = request.app[appkeys.SETTINGS]
+    body = await read_json(request, UpdateFeed, limit=settings.max_json_body_bytes)
+    assert body is not None
+    fields = {
+        name: getattr(body, name)
+        for name in UpdateFeed.__struct_fields__
+        if getattr(body, name) is not msgspec.UNSET
+    }
+    if "tags" in fields:
+        fields["tags"] = sorted(set(fields["tags"]))
+    pool = request.app[appkeys.POOL]
+    tenant_id = principal(request).tenant_id
+    async with pool.acquire() as conn:
+        if not await feeds_store.update_feed(conn, feed_id, tenant_id, fields):
+            raise FeedNotFound(feed_id)
+    log.info("feed_updated", feed_id=feed_id, fields=sorted(fields))
+    return await get_feed(request)
 
 
 async def own_feed(request: web.Request) -> str:

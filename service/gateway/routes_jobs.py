@@ -46,6 +46,7 @@ from service.gateway.bodies import (
     list_query,
     page,
     query_int,
+    query_tags,
     query_time,
     read_json,
     read_limited,
@@ -135,6 +136,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     feed_id = q.get("feed_id") or None
     listing = list_query(request, tuple[datetime, int, str])
     limit = listing.limit
+    tags, all_tags = query_tags(request)
     rows, total = await jobs_store.list_jobs(
         request.app[appkeys.POOL],
         principal(request).tenant_id,
@@ -147,6 +149,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=limit + 1,
         newest_first=listing.newest_first,
         with_total=listing.with_total,
+        tags=tags,
+        all_tags=all_tags,
     )
     rows, cursor = page(rows, listing, lambda r: [r.created_ts.isoformat(), r.seq, r.job_id])
     return json_response(

@@ -9,6 +9,7 @@ import urllib.parse
 from typing import Any
 
 from service.gateway import openapi
+from service.gateway.inputs import REPEATABLE
 from tests.integration.conftest import upload_feed
 
 FEED = b"sku,name,price,currency\nA-1,Widget,1.50,USD\n"
@@ -19,6 +20,7 @@ BASE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/feeds/{feed_id}/schedule"): {"cron": "0 * * * *", "timezone": "UTC"},
     ("post", "/jobs/{job_id}/run"): {"mode": "upsert"},
     ("post", "/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["job.failed"]},
+    ("patch", "/feeds/{feed_id}"): {"name": "ok"},
 }
 
 
@@ -82,7 +84,10 @@ async def test_every_text_input_refuses_nul(client, acme):
             await _expect_400(resp, name, f"{method} {path} {where} {name}")
             checked += 1
             if where == "query":
-                for shape in (f"{name}=", f"{name}=1&{name}=2"):
+                shapes = [f"{name}="]
+                if name not in REPEATABLE:  # ?tag=a&tag=b means either
+                    shapes.append(f"{name}=1&{name}=2")
+                for shape in shapes:
                     resp = await client.request(method, f"{url}?{shape}", headers=acme, data=b"")
                     await _expect_400(resp, name, f"{method} {path} ?{shape}")
         body = op.get("requestBody", {}).get("content", {}).get("application/json")

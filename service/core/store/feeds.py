@@ -21,7 +21,7 @@ FEED_VIEW_SQL = """
 SELECT f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
        rfc3339(f.created_at) AS created_at,
        f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-       f.encoding, f.column_map::text AS columns, f.unknown_columns,
+       f.encoding, f.column_map::text AS columns, f.unknown_columns, f.description, f.tags,
        rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch,
        (SELECT count(*) FROM products p WHERE p.feed_id = f.id AND p.deleted_at IS NULL)
            AS product_count
@@ -33,10 +33,13 @@ FEED_LIST_COLUMNS = """
     f.id AS feed_id, f.name, f.status, f.s3_uri, f.mode, f.delimiter,
     rfc3339(f.created_at) AS created_at, f.created_at AS created_ts,
     f.validation_job_id, f.submission_job_id, f.max_rejected_rows, f.max_deleted_ratio,
-    f.encoding, f.column_map::text AS columns, f.unknown_columns,
+    f.encoding, f.column_map::text AS columns, f.unknown_columns, f.description, f.tags,
     rfc3339(f.last_loaded_at) AS last_loaded_at, f.watch
 """
-FEED_FILTER = "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
+FEED_FILTER = (
+    "f.tenant_id = $1 AND ($2::text IS NULL OR f.status = $2)"
+    " AND ($3::text[] IS NULL OR CASE WHEN $4 THEN f.tags @> $3 ELSE f.tags && $3 END)"
+)
 
 
 async def list_feeds(
@@ -48,6 +51,8 @@ async def list_feeds(
     limit: int,
     newest_first: bool = True,
     with_total: bool = False,
+    tags: list[str] | None = None,
+    all_tags: bool = False,
 ) -> tuple[list[tuple[FeedSummary, datetime]], int | None]:
     """A page of a tenant's feeds in creation order, and, if asked, how many match in all.
     No product counts: a count per feed is a scan of its products. Each feed comes with its
@@ -55,16 +60,22 @@ async def list_feeds(
     total: int | None = None
     if with_total:
         total = await db.fetchval(
-            f"SELECT count(*) FROM feeds f WHERE {FEED_FILTER}", tenant_id, status
+            f"SELECT count(*) FROM feeds f WHERE {FEED_FILTER}",
+            tenant_id,
+            status,
+            tags,
+            all_tags,
         )
     order, after = ("DESC", "<") if newest_first else ("ASC", ">")
     after_ts, after_id = cursor if cursor else (None, "")
     rows = await db.fetch(
         f"SELECT {FEED_LIST_COLUMNS} FROM feeds f WHERE {FEED_FILTER}"
-        f" AND ($3::timestamptz IS NULL OR (f.created_at, f.id) {after} ($3, $4))"
-        f" ORDER BY f.created_at {order}, f.id {order} LIMIT $5",
+        f" AND ($5::timestamptz IS NULL OR (f.created_at, f.id) {after} ($5, $6))"
+        f" ORDER BY f.created_at {order}, f.id {order} LIMIT $7",
         tenant_id,
         status,
+        tags,
+        all_tags,
         after_ts,
         after_id,
         limit,
@@ -100,6 +111,8 @@ async def create_feed(
     encoding: str = "utf-8",
     columns: dict[str, str] | None = None,
     unknown_columns: str = "keep",
+    description: str | None = None,
+    tags: list[str] | None = None,
     submission_result: str | None = None,
 ) -> tuple[str, str, str, int]:
     """Insert a feed with its JS and JV jobs; returns (feed_id, js_id, jv_id, number).
@@ -113,8 +126,9 @@ async def create_feed(
     await conn.execute(
         "INSERT INTO feeds (id, tenant_id, name, s3_uri, source, mode, delimiter,"
         " max_rejected_rows, validation_job_id, submission_job_id, status, max_deleted_ratio,"
-        " encoding, column_map, unknown_columns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-        "  $10, CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11, $12, $13::jsonb, $14)",
+        " encoding, column_map, unknown_columns, description, tags) VALUES ($1, $2, $3, $4, $5,"
+        "  $6, $7, $8, $9, $10, CASE WHEN $4 = '' THEN 'receiving' ELSE 'ready' END, $11, $12,"
+        "  $13::jsonb, $14, $15, $16)",
         feed_id,
         tenant_id,
         name or feed_id,
@@ -129,6 +143,8 @@ async def create_feed(
         encoding,
         msgspec.json.encode(columns or {}).decode(),
         unknown_columns,
+        description,
+        sorted(set(tags or [])),
     )
     await lifecycle.create_job(
         conn,
@@ -160,6 +176,24 @@ async def get_feed(
     """The tenant's feed as the API shows it (without its schedule: ``schedules.get``)."""
     record = await conn.fetchrow(FEED_VIEW_SQL, feed_id, tenant_id)
     return None if record is None else _feed(FeedView, record)
+
+
+async def update_feed(
+    conn: asyncpg.Connection, feed_id: str, tenant_id: int, fields: dict[str, object]
+) -> bool:
+    """Set the given fields (name, description, tags) of the tenant's feed."""
+    allowed = {"name", "description", "tags"}
+    assert set(fields) <= allowed
+    if not fields:
+        return await owned(conn, feed_id, tenant_id)
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
+    status: str = await conn.execute(
+        f"UPDATE feeds SET {sets} WHERE id = $1 AND tenant_id = $2",
+        feed_id,
+        tenant_id,
+        *fields.values(),
+    )
+    return status != "UPDATE 0"
 
 
 async def owned(db: asyncpg.Connection | asyncpg.Pool, feed_id: str, tenant_id: int) -> bool:

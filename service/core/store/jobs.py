@@ -84,6 +84,8 @@ async def list_jobs(
     limit: int,
     newest_first: bool = True,
     with_total: bool = False,
+    tags: list[str] | None = None,
+    all_tags: bool = False,
 ) -> tuple[list[JobPageRecord], int | None]:
     """A page of the tenant's jobs in creation order (newest first unless asked), and, if
     asked, how many match the filters in all."""
@@ -104,6 +106,12 @@ async def list_jobs(
         where.append(f"j.created_at > {arg(created_after)}")
     if created_before:
         where.append(f"j.created_at < {arg(created_before)}")
+    if tags:  # a job has its feed's tags
+        match = "@>" if all_tags else "&&"
+        where.append(
+            f"EXISTS (SELECT 1 FROM feeds f WHERE f.id = j.feed_id AND f.tags {match}"
+            f" {arg(tags)}::text[])"
+        )
     total: int | None = None
     if with_total:
         total = await db.fetchval(f"SELECT count(*) FROM jobs j WHERE {' AND '.join(where)}", *args)
