@@ -25,7 +25,7 @@ import asyncpg
 from consumer.metrics import ConsumerMetrics
 from service.core import webhooks
 from service.core.logs import get_logger
-from service.core.retry import raise_if_cancelling
+from service.core.retry import TRANSIENT, raise_if_cancelling
 from service.core.settings import Settings
 from service.core.store import webhooks as store
 
@@ -123,7 +123,7 @@ class Deliverer:
             self.metrics.webhook_latency.observe(latency_ms / 1000)
             try:
                 await self._record(due, status, error, latency_ms)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (*TRANSIENT, asyncpg.PostgresError) as exc:
                 # The lease runs out and the delivery is sent again: at least once.
                 log.warning("webhook_record_failed", delivery_id=due.id, error=str(exc))
 
