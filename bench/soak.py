@@ -43,6 +43,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aiohttp import web  # noqa: E402
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError  # noqa: E402
+
 from bench import genfeed  # noqa: E402
 from bench.run import KEY, fresh_db, s3_endpoint  # noqa: E402
 from service.cli import embedded_s3  # noqa: E402
@@ -105,6 +108,28 @@ class Soak:
         self.files: dict[str, bytes] = {}  # S3 etag -> the bytes uploaded
         self.feeds: list[dict[str, str]] = []
         self.versions: dict[str, int] = {}
+        # webhook-id -> (type, job_id, status, attempt) of what the receiver verified
+        self.received: dict[str, tuple[str, str, str, int]] = {}
+        self.received_twice = 0
+        self.unverified = 0
+        self.secret = ""
+
+    async def hook(self, request: web.Request) -> web.Response:
+        """The soak's webhook receiver: verifies, records, and fails one answer in ten."""
+        body = await request.read()
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.unverified += 1
+            return web.Response(status=400)
+        if self.rng.random() < 0.1:
+            return web.Response(status=500)
+        msg_id = request.headers["webhook-id"]
+        data = payload["data"]
+        if msg_id in self.received:
+            self.received_twice += 1  # at least once: a resend after a lost answer
+        self.received[msg_id] = (payload["type"], data["job_id"], data["status"], data["attempt"])
+        return web.Response(status=204)
 
     async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         """Through a random live gateway; connection errors (a killed gateway) count 0."""
@@ -263,7 +288,39 @@ class Soak:
             flat = rss_growth < 1.5 and fd_growth < 20
             what = f"RSS x{rss_growth:.2f} ({last[1] >> 20} MB), fds {fd_growth:+d}"
             out.append((f"{p.kind} {i}: memory and fds flat", what, flat))
+        out += await self.webhook_invariants()
         return out
+
+    async def webhook_invariants(self) -> list[tuple[str, str, bool]]:
+        limit = time.monotonic() + 120
+        while time.monotonic() < limit and await self.db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"
+        ):
+            await asyncio.sleep(1)
+        rows = await self.db.fetch("SELECT id, status FROM webhook_deliveries")
+        undelivered = [r["id"] for r in rows if r["status"] != "delivered"]
+        lost = [r["id"] for r in rows if r["id"] not in self.received]
+        # Each job's last end (every earlier one is a delivery row, checked above).
+        finals = await self.db.fetch(
+            "SELECT id, attempt, status FROM jobs WHERE status IN ('completed', 'failed',"
+            " 'cancelled') AND finished_at > $1",
+            self.hooked_at,
+        )
+        told = {(job, status, attempt) for _, job, status, attempt in self.received.values()}
+        untold = [f for f in finals if (f["id"], f["status"], f["attempt"]) not in told]
+        return [
+            (
+                "every webhook delivery delivered, verified",
+                f"{len(rows)} deliveries, {len(undelivered)} not delivered,"
+                f" {len(lost)} not received, {self.unverified} unverified",
+                not undelivered and not lost and not self.unverified,
+            ),
+            (
+                "every job's end told by a webhook",
+                f"{len(finals)} jobs, {len(untold)} untold, {self.received_twice} resent",
+                not untold,
+            ),
+        ]
 
     async def run(self) -> int:
         base = load_settings(os.environ)
@@ -290,6 +347,9 @@ class Soak:
             "RUN_STALL_SECONDS": "20",
             "LEASE_SECONDS": "15",
             "SWEEP_INTERVAL_SECONDS": "5",
+            "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "WEBHOOK_RETRY_SCHEDULE": "0.5,1,2,4,8,8,8,8",
+            "WEBHOOK_TIMEOUT_SECONDS": "5",
         }
         direct = {**env, "DATABASE_URL": db_url, "S3_ENDPOINT_URL": s3_url}
         await asyncio.to_thread(
@@ -306,6 +366,12 @@ class Soak:
             Proc("consumer", env),
         ]
         self.db = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
+        receiver = web.Application()
+        receiver.router.add_post("/hook", self.hook)
+        hook_runner = web.AppRunner(receiver, access_log=None)
+        await hook_runner.setup()
+        hook_port = _free_port()
+        await web.TCPSite(hook_runner, "127.0.0.1", hook_port).start()
         self.s3 = embedded_s3.client(s3_url)
         try:
             for proc in self.procs:
@@ -329,6 +395,18 @@ class Soak:
                     self.feeds.append(ids)
                     self.versions[ids["feed_id"]] = 0
                     await self.remember(ids["submission_job_id"], data)
+                status = 0
+                while status != 201:
+                    status, body = await self.request(
+                        "POST",
+                        "/webhooks",
+                        json={
+                            "url": f"http://127.0.0.1:{hook_port}/hook",
+                            "events": ["job.completed", "job.failed", "job.cancelled"],
+                        },
+                    )
+                self.secret = json.loads(body)["secret"]
+                self.hooked_at = await self.db.fetchval("SELECT now()")
                 started = time.monotonic()
                 self.deadline = started + self.minutes * 60
                 await asyncio.gather(self.client(), self.client(), self.chaos(), self.watch())
@@ -346,6 +424,7 @@ class Soak:
                     except subprocess.TimeoutExpired:
                         proc.popen.kill()
             await self.db.close()
+            await hook_runner.cleanup()
             for proxy in self.proxies.values():
                 await proxy.close()
             if s3_proc is not None:
