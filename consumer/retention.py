@@ -1,6 +1,7 @@
 """Retention, run by the active scheduler: rejections and run history of runs finished more
-than RETENTION_DAYS ago, and uploaded file versions beyond the newest KEEP_FILE_VERSIONS
-of each feed. Small batches, each its own short transaction."""
+than RETENTION_DAYS ago, webhook deliveries that ended and were made before then, and
+uploaded file versions beyond the newest KEEP_FILE_VERSIONS of each feed. Small batches,
+each its own short transaction."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ async def run_pass(
 ) -> dict[str, int]:
     """One pass; how many rejections, runs and files went."""
     before = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
-    counts = {"rejections": 0, "runs": 0, "files": 0}
+    counts = {"rejections": 0, "runs": 0, "deliveries": 0, "files": 0}
     for kind, step in (
         ("rejections", store.delete_old_rejections),
         ("runs", store.delete_old_runs),
+        ("deliveries", store.delete_old_deliveries),
     ):
         while True:
             async with pool.acquire() as conn:

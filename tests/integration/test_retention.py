@@ -24,9 +24,28 @@ async def test_old_history_goes_and_a_job_keeps_its_summary(client, acme, consum
         "UPDATE job_runs SET finished_at = now() - interval '40 days' WHERE job_id = $1",
         old["validation_job_id"],
     )
+    # Webhook deliveries: an old delivered one goes; an old pending one stays.
+    tenant_id = await db.fetchval("SELECT id FROM tenants WHERE name = 'acme'")
+    await db.execute(
+        "INSERT INTO webhooks (id, tenant_id, url, events, secret) VALUES"
+        " ('WH00777', $1, 'http://127.0.0.1:9/x', '{job.completed}', 'whsec_AAAA')",
+        tenant_id,
+    )
+    await db.execute(
+        "INSERT INTO webhook_deliveries"
+        " (id, webhook_id, event_type, body, status, created_at, next_attempt_at) VALUES"
+        " ('msg_old', 'WH00777', 'webhook.test', '{}', 'delivered', now() - interval '40 days',"
+        "  now()),"
+        " ('msg_waiting', 'WH00777', 'webhook.test', '{}', 'pending', now() - interval '40 days',"
+        "  now() + interval '1 hour'),"  # its next attempt is later: the deliverer leaves it
+        " ('msg_new', 'WH00777', 'webhook.test', '{}', 'delivered', now(), now())"
+    )
     async with s3_client(settings) as s3:
         counts = await retention.run_pass(db, s3, settings, datetime.now(UTC))
-    assert counts == {"rejections": 1, "runs": 1, "files": 0}
+    assert counts == {"rejections": 1, "runs": 1, "deliveries": 1, "files": 0}
+    left = await db.fetch("SELECT id FROM webhook_deliveries WHERE webhook_id = 'WH00777'")
+    assert sorted(r["id"] for r in left) == ["msg_new", "msg_waiting"]
+    await db.execute("DELETE FROM webhooks WHERE id = 'WH00777'")
     # Old: the latest run stays (its rejections are gone), the earlier one went.
     history = await db.fetch("SELECT job_id, attempt FROM job_runs ORDER BY job_id, attempt")
     assert [(r["job_id"], r["attempt"]) for r in history] == [

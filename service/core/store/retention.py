@@ -24,6 +24,19 @@ async def delete_old_rejections(conn: asyncpg.Connection, before: datetime, batc
     return int(status.split()[-1])
 
 
+async def delete_old_deliveries(conn: asyncpg.Connection, before: datetime, batch: int) -> int:
+    """Webhook deliveries delivered or failed, made before ``before`` (one batch); pending
+    ones stay whatever their age."""
+    status = await conn.execute(
+        "DELETE FROM webhook_deliveries WHERE id = ANY(ARRAY("
+        "  SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1"
+        "  LIMIT $2))",
+        before,
+        batch,
+    )
+    return int(status.split()[-1])
+
+
 async def delete_old_runs(conn: asyncpg.Connection, before: datetime, batch: int) -> int:
     """Run history that finished before ``before``; each job's latest run stays (it is what
     ``/runs`` and ``/errors`` show first)."""
