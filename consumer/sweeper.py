@@ -15,12 +15,20 @@ SWEEP_LOCK = 0x7377_6565_70  # "sweep"
 
 
 async def sweep(
-    pool: asyncpg.Pool, *, max_attempts: int, requeue_after: int, queue_is_empty: bool
+    pool: asyncpg.Pool,
+    *,
+    max_attempts: int,
+    requeue_after: int,
+    queue_is_empty: bool,
+    upload_deadline: float = 3600.0,
 ) -> dict[str, int]:
-    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "republished": 0}
+    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "republished": 0, "uploads_failed": 0}
     async with pool.acquire() as conn, conn.transaction():
         if not await locks.try_xact_lock(conn, SWEEP_LOCK):
             return counts
+        for job_id, feed_id in await lifecycle.expire_uploads(conn, upload_deadline):
+            counts["uploads_failed"] += 1
+            log.warning("upload_lost", job_id=job_id, feed_id=feed_id, code="UPLOAD_FAILED")
         for job in await runs.lock_expired(conn):
             outcome, attempt = await lifecycle.expire(conn, job, max_attempts=max_attempts)
             counts[outcome] += 1

@@ -294,6 +294,7 @@ class Consumer:
                     max_attempts=self.settings.max_attempts,
                     requeue_after=self.settings.requeue_after_seconds,
                     queue_is_empty=await self._queue_is_empty(),
+                    upload_deadline=self.settings.upload_deadline_seconds,
                 )
                 if any(counts.values()):
                     log.info("sweep_done", **counts)

@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ... and over each such window of waiting for the client, at least this on average
     upload_min_bytes_per_second: int = 1024
     upload_deadline_seconds: float = 3600.0  # an upload's whole time, however fast
+    # The gateway renews a receiving upload's lease this often (a third of it); a
+    # submission whose lease ran out (its gateway was killed) is failed by the sweeper.
+    upload_lease_seconds: float = 30.0
     consumer_concurrency: int = 2
     consumer_metrics_port: int = 9101  # the consumer's /metrics, /healthz, /readyz; 0 = off
     fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)

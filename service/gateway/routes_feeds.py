@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -38,6 +40,7 @@ from service.core.errors import (
 )
 from service.core.logs import get_logger
 from service.core.product import NAMES
+from service.core.retry import TRANSIENT
 from service.core.s3 import S3Uri, head, parse_s3_uri, upload_stream
 from service.core.s3_access import may_read, may_watch, upload_uri
 from service.core.store import feeds as feeds_store
@@ -147,9 +150,13 @@ async def _receive(
     ``upload_failed`` (not runnable), a later one leaves the previous version in place."""
     app = request.app
     pool = app[appkeys.POOL]
+    lease = app[appkeys.SETTINGS].upload_lease_seconds
+    await lifecycle.renew_upload(pool, js_id, lease)
+    heartbeat = asyncio.create_task(_keep_leased(pool, js_id, lease), name=f"lease-{js_id}")
     try:
         stored = await upload_stream(app[appkeys.S3], uri, body.chunks(), limit=body.limit)
     except BaseException as exc:
+        heartbeat.cancel()
         if isinstance(exc, ServiceError):
             # A documented job error code (contracts.JOB_ERROR_CODES), else the general one.
             code = job_error_code(exc.error_code, "UPLOAD_FAILED")
@@ -165,6 +172,7 @@ async def _receive(
         app[appkeys.WATCHER].cache.invalidate(js_id)
         log.warning("upload_failed", feed_id=feed_id, job_id=js_id, code=code)
         raise
+    heartbeat.cancel()
     result = SubmissionResult(bytes=stored.bytes, sha256=stored.sha256, s3_uri=str(uri))
     async with pool.acquire() as conn, conn.transaction():
         await feeds_store.set_file(conn, feed_id, str(uri), js_id)
@@ -177,6 +185,17 @@ async def _receive(
         )
     app[appkeys.WATCHER].cache.invalidate(js_id)
     log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
+
+
+async def _keep_leased(pool: asyncpg.Pool, js_id: str, lease: float) -> None:
+    """Renew a receiving upload's lease every third of it (a database blip is retried at
+    the next beat; the lease has room for two misses)."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            await lifecycle.renew_upload(pool, js_id, lease)
+        except TRANSIENT as exc:
+            log.warning("upload_lease_not_renewed", job_id=js_id, error=str(exc))
 
 
 @routes.post("/feeds")

@@ -264,7 +264,13 @@ async def test_retry_budget_belongs_to_the_run_request(settings, client, db):
     assert (await sweep())["requeued"] == 1
     run = await claim(6)
     counts = await sweep()
-    assert counts == {"requeued": 0, "failed": 1, "cancelled": 0, "republished": 0}
+    assert counts == {
+        "requeued": 0,
+        "failed": 1,
+        "cancelled": 0,
+        "republished": 0,
+        "uploads_failed": 0,
+    }
     j = await job(client, jv)
     assert j["status"] == "failed" and j["error"]["code"] == "WORKER_LOST"
     assert j["error"]["details"] == {"losses": 3, "attempt": 6}

@@ -101,6 +101,38 @@ async def end_submission(
     await _guarded(db, _END_SUBMISSION, js_id, result, _json(error), message, to="ended")
 
 
+async def renew_upload(db: asyncpg.Connection | asyncpg.Pool, js_id: str, seconds: float) -> None:
+    """The gateway receiving a submission's body still is: its lease runs ``seconds`` on."""
+    await db.execute(
+        "UPDATE jobs SET lease_until = now() + make_interval(secs => $2)"
+        " WHERE id = $1 AND job_type = 'submission' AND status = 'running'",
+        js_id,
+        float(seconds),
+    )
+
+
+async def expire_uploads(conn: asyncpg.Connection, older_than: float) -> list[tuple[str, str]]:
+    """Submissions whose gateway stopped renewing their lease (it was killed mid-upload):
+    failed UPLOAD_FAILED, and a feed whose first upload it was becomes ``upload_failed``.
+    One without a lease (from before leases) counts as gone ``older_than`` seconds after
+    its last change. Returns (job id, feed id) of each."""
+    why = "The gateway receiving the upload stopped (its lease ran out); upload the file again"
+    rows = await conn.fetch(
+        "WITH gone AS (UPDATE jobs SET status = 'failed', message = $1, lease_until = NULL,"
+        "  error = json_build_object('code', 'UPLOAD_FAILED', 'message', $1::text,"
+        "   'details', json_build_object()), finished_at = statement_timestamp()"
+        "  WHERE job_type = 'submission' AND status = 'running' AND (lease_until < now()"
+        "   OR (lease_until IS NULL AND updated_at < now() - make_interval(secs => $2)))"
+        "  RETURNING id, feed_id),"
+        " feeds_failed AS (UPDATE feeds f SET status = 'upload_failed' FROM gone"
+        "  WHERE f.id = gone.feed_id AND f.status = 'receiving')"
+        " SELECT id, feed_id FROM gone",
+        why,
+        float(older_than),
+    )
+    return [(r["id"], r["feed_id"]) for r in rows]
+
+
 # -- queue and cancel --------------------------------------------------------------------
 
 

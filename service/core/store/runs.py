@@ -92,7 +92,8 @@ async def lock_expired(conn: asyncpg.Connection) -> list[JobRow]:
     """Running jobs whose lease ran out (their consumer is gone), locked; others skipped."""
     rows = await conn.fetch(
         f"SELECT {columns(JobRow)} FROM jobs"
-        " WHERE status = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED"
+        " WHERE status = 'running' AND job_type = 'validation' AND lease_until < now()"
+        " FOR UPDATE SKIP LOCKED"
     )
     return many(JobRow, rows)
 
