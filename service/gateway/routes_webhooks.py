@@ -28,6 +28,7 @@ from service.gateway.middleware import principal
 log = get_logger(__name__)
 routes = web.RouteTableDef()
 _WEBHOOK_ID = re.compile(r"WH[0-9]{5,18}")
+MAX_WEBHOOKS = 20  # per tenant: each is a delivery row per matching status change
 
 
 async def _own(request: web.Request) -> str:
@@ -52,6 +53,12 @@ async def create_webhook(request: web.Request) -> web.Response:
     await webhooks.check_destination(body.url, webhooks.Allowed(settings.webhook_allowed_hosts))
     p = principal(request)
     pool = request.app[appkeys.POOL]
+    if await store.count_for(pool, p.tenant_id) >= MAX_WEBHOOKS:
+        raise InvalidRequest(
+            f"The tenant has {MAX_WEBHOOKS} webhook endpoints, the most it may have; delete one"
+            " first",
+            details={"field": "url", "limit": MAX_WEBHOOKS},
+        )
     for feed_id in body.feed_ids or []:
         if not await feeds_store.owned(pool, feed_id, p.tenant_id):
             raise InvalidRequest(

@@ -257,3 +257,10 @@ async def test_bodies_are_validated_and_endpoints_tenant_scoped(client, acme, gl
     assert missing.status == 404
     assert (await client.delete(f"/webhooks/{hook['webhook_id']}", headers=acme)).status == 204
     assert (await client.get(f"/webhooks/{hook['webhook_id']}", headers=acme)).status == 404
+    # At most 20 endpoints a tenant: each is a delivery per matching status change.
+    for _ in range(20):
+        await register(client, acme, "http://127.0.0.1:9/x")
+    over = await client.post(
+        "/webhooks", json={"url": "http://127.0.0.1:9/x", "events": ["job.failed"]}, headers=acme
+    )
+    assert over.status == 400 and (await over.json())["details"]["limit"] == 20

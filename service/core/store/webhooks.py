@@ -50,6 +50,10 @@ async def create(
     return _view(row)
 
 
+async def count_for(db: asyncpg.Pool, tenant_id: int) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM webhooks WHERE tenant_id = $1", tenant_id))
+
+
 async def list_for(db: asyncpg.Pool, tenant_id: int) -> list[WebhookView]:
     rows = await db.fetch(
         f"SELECT {_VIEW} FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, id", tenant_id
