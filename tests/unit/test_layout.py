@@ -106,7 +106,7 @@ def test_the_state_table_names_every_transition_function_and_only_those():
         if inspect.iscoroutinefunction(fn) and not name.startswith("_")
     }
     # Lease renewal and progress keep a running job running; they change no status.
-    assert documented == public - {"renew_lease", "write_progress", "lease"}
+    assert documented == public - {"renew_lease", "renew_upload", "write_progress", "lease"}
 
 
 def test_every_import_of_the_benchmarks_resolves():
