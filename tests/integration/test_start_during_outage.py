@@ -99,10 +99,21 @@ async def test_a_gateway_started_while_s3_is_away_waits_for_it(settings, s3_endp
         LOG_LEVEL="INFO",
         logs=True,
     )
+    seen: list[str] = []
+
+    def until_waiting() -> bool:
+        """Read the gateway's lines until it says it waits for S3 (after botocore's own
+        retries of a refused connection, whose length varies with the machine's load:
+        before, the gateway's start gave up there with a traceback)."""
+        assert gw.stdout is not None
+        for raw in gw.stdout:
+            seen.append(raw.decode())
+            if '"s3_waiting"' in seen[-1]:
+                return True
+        return False
+
     try:
-        # Longer than botocore's own retries of a refused connection (about 5 tries with
-        # backoff): before, the gateway's start gave up here with a traceback.
-        await asyncio.sleep(12)
+        assert await asyncio.wait_for(asyncio.to_thread(until_waiting), 90)
         assert gw.poll() is None
         await proxy.start()
         for _ in range(150):
@@ -113,7 +124,7 @@ async def test_a_gateway_started_while_s3_is_away_waits_for_it(settings, s3_endp
             raise AssertionError("the gateway never became ready")
     finally:
         gw.terminate()
-        out = (await asyncio.to_thread(gw.communicate, timeout=30))[0].decode()
+        out = "".join(seen) + (await asyncio.to_thread(gw.communicate, timeout=30))[0].decode()
         await proxy.close()
     events = [json.loads(line)["event"] for line in out.splitlines()]
     assert "s3_waiting" in events and "s3_ready" in events, events
