@@ -139,7 +139,6 @@ class FastPath:
         self.canonical = delimiter == "," and tuple(self._columns) == registry.names
         self._strict = self._pattern(strict=True) if self.canonical else None
         self._delimiter = delimiter
-        self._registry = registry
         # The canonical line of a clean line's parsed fields, compiled for this header.
         self._line = _line_builder(header, carried)
 
