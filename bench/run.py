@@ -369,6 +369,62 @@ async def wide_cases(stack: Stack, db_url: str, rows: int) -> list[Row]:
     ]
 
 
+async def changes_cases(
+    base_env: dict[str, str], db_url: str, s3: str, files: dict[str, Path]
+) -> list[Row]:
+    """What recording each run's changes (RECORD_CHANGES) costs a load: a cold load, a 1%-
+    and a 50%-changed re-run with it on, against the same with it off, on stacks taking
+    turns (median of 3 each)."""
+    times: dict[tuple[str, str], list[float]] = {}
+    counted: dict[str, bool] = {}
+    for turn in range(3):
+        for record in ("false", "true") if turn % 2 == 0 else ("true", "false"):
+            stack = Stack({**base_env, "RECORD_CHANGES": record}, db_url, s3)
+            stack.start()
+            try:
+                timeout = aiohttp.ClientTimeout(total=None)
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    feed_id, jv = await new_feed(session, stack, files["base"])
+                    cold, _ = await timed_run(session, stack, jv, {})
+                    await upload(session, stack, files["changed"], feed_id)
+                    one_pct, r = await timed_run(session, stack, jv, {})
+                    await upload(session, stack, files["churn"], feed_id)
+                    churn, _ = await timed_run(session, stack, jv, {})
+                    counted[record] = bool(r.get("changes_url")) == (record == "true")
+            finally:
+                stack.stop()
+            for name, took in (("cold", cold), ("1%", one_pct), ("50%", churn)):
+                times.setdefault((name, record), []).append(took)
+
+    def median(name: str, record: str) -> float:
+        return sorted(times[(name, record)])[1]
+
+    ok = all(counted.values())
+    return [
+        case(
+            f"change recording, cold load (off {median('cold', 'false'):.2f} s)",
+            median("cold", "true"),
+            median("cold", "false"),
+            1.10,
+            ok,
+        ),
+        case(
+            f"change recording, 1% changed (off {median('1%', 'false'):.2f} s)",
+            median("1%", "true"),
+            median("1%", "false"),
+            1.05,
+            ok,
+        ),
+        case(
+            f"change recording, 50% changed (off {median('50%', 'false'):.2f} s)",
+            median("50%", "true"),
+            median("50%", "false"),
+            1.25,
+            ok,
+        ),
+    ]
+
+
 async def memory_cases(stack: Stack, rows: int, peak_1x: int) -> list[Row]:
     """Peak RSS of consumer + worker at 4x rows: a cold load, then a forced re-run (the
     worker then holds every stored product's hashes)."""
@@ -405,6 +461,8 @@ async def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the 4x-rows RSS cases")
     ap.add_argument("--wide-only", action="store_true", help="only the 30-column feed's cases")
     ap.add_argument("--no-wide", action="store_true", help="without the 30-column feed's cases")
+    ap.add_argument("--changes-only", action="store_true", help="only what change recording costs")
+    ap.add_argument("--no-changes", action="store_true", help="without the change recording cases")
     args = ap.parse_args()
     n = args.rows
     files = {
@@ -416,8 +474,9 @@ async def main() -> None:
     s3, s3_proc = s3_endpoint()
     db_url = await fresh_db("feedjobs_bench")
     stack = Stack({**os.environ, "LOG_LEVEL": "INFO"}, db_url, s3)  # INFO: run phases
+    stopped = False
     try:
-        only = args.memory_only or args.wide_only
+        only = args.memory_only or args.wide_only or args.changes_only
         refs = sorted(psql_copy(db_url, files["base"]) for _ in range(1 if only else 3))
         ref = refs[len(refs) // 2]
         print(f"reference \\copy: {', '.join(f'{r:.2f}' for r in refs)} s (median {ref:.2f})")
@@ -425,12 +484,19 @@ async def main() -> None:
         rows, rss = [], [0]
         if not only:
             rows, rss = await etl_cases(stack, db_url, n, ref, files)
-        if not args.memory_only and not args.no_wide:
+        if (not only and not args.no_wide) or args.wide_only:
             rows += await wide_cases(stack, db_url, n)
-        if not args.no_memory and not args.wide_only:
+        if (not only and not args.no_memory) or args.memory_only:
             rows += await memory_cases(stack, n, max(rss))
+        if (not only and not args.no_changes) or args.changes_only:
+            # Alone: the outbox is in the database, so any running stack's relay could
+            # publish the runs to its own consumer.
+            stack.stop()
+            stopped = True
+            rows += await changes_cases(stack.env, db_url, s3, files)
     finally:
-        stack.stop()
+        if not stopped:
+            stack.stop()
         if s3_proc:
             embedded_s3.stop(s3_proc)
     report(

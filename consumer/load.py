@@ -30,11 +30,11 @@ from consumer.issues import Issues
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
 from consumer.spool import Spool
-from service.core.contracts import ValidationResult
+from service.core.contracts import ChangeLinks, FeedChanged, ValidationResult, encode_cursor
 from service.core.errors import JobFailure
 from service.core.s3 import ObjectInfo, S3Uri
 from service.core.settings import Settings
-from service.core.store import hash_sets
+from service.core.store import changes, hash_sets
 from service.core.store import products as stage
 from service.core.store.products import Duplicate
 from service.core.store.runs import ClaimedRun
@@ -48,6 +48,7 @@ FEW = 0.6
 class Plan(msgspec.Struct, frozen=True):
     path: str  # "direct", "recognising" or "staged"
     config: WorkerConfig
+    record: bool = True  # record the run's changes (RECORD_CHANGES)
 
     @property
     def known_from(self) -> str | None:
@@ -85,12 +86,12 @@ async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) ->
         max_inflated_bytes=settings.max_inflated_bytes,
         max_inflate_ratio=settings.max_inflate_ratio,
         recognise=recognise,
-        direct_tail=f",{run.feed_id},{run.job_id}" if direct else "",
+        direct_tail=f",{run.feed_id},{run.job_id},{run.attempt}" if direct else "",
         keep_set=run.options.mode if recognise and not run.options.dry_run else "",
         set_stored=stored,
     )
     path = "direct" if direct else "recognising" if recognise else "staged"
-    return Plan(path=path, config=config)
+    return Plan(path=path, config=config, record=settings.record_changes)
 
 
 async def load(
@@ -131,6 +132,7 @@ async def load(
             rows_valid, counts = await _check_and_write(
                 conn, worker, chosen, run, streamed, errors, started, pairs
             )
+            recorded = await _record(conn, chosen, run, counts)
             await _warnings(conn, chosen, run, end, header, rows_valid, errors.issues)
     finally:
         if pairs is not None:
@@ -150,11 +152,59 @@ async def load(
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,
         rejections_url=f"/jobs/{run.job_id}/errors" if errors.count else None,
+        changes_url=changes_url(run.job_id, run.attempt) if recorded else None,
         encoding=end.encoding or None,
         columns=header.mapped if header else None,
         attributes=header.attributes if header and header.attributes else None,
         issues=errors.issues.result(),
     )
+
+
+def changes_url(job_id: str, attempt: int) -> str:
+    return f"/jobs/{job_id}/changes?run={attempt}"
+
+
+async def _record(
+    conn: asyncpg.Connection, chosen: Plan, run: ClaimedRun, counts: stage.MergeCounts
+) -> bool:
+    """Close the run's change set (the merge wrote its rows; a first load writes one row
+    for them all) and publish one ``feed.changed``; False: nothing recorded."""
+    if not chosen.record or run.options.dry_run:
+        return False
+    if chosen.direct and counts.inserted:
+        await changes.first_load(conn, run.feed_id, run.job_id, run.attempt)
+    made = await changes.close_set(
+        conn,
+        run.feed_id,
+        run.job_id,
+        run.attempt,
+        {
+            "inserted": counts.inserted,
+            "updated": counts.updated - counts.revived,
+            "revived": counts.revived,
+            "deleted": counts.deleted,
+        },
+    )
+    if made is None:
+        return False
+    since = encode_cursor([made.first_seq - 1, ""])
+    event = FeedChanged(
+        feed_id=run.feed_id,
+        job_id=run.job_id,
+        run=run.attempt,
+        inserted=made.inserted,
+        updated=made.updated,
+        revived=made.revived,
+        deleted=made.deleted,
+        cursor_from=since,
+        cursor_to=encode_cursor([made.last_seq, ""]),
+        links=ChangeLinks(
+            changes=changes_url(run.job_id, run.attempt),
+            feed_changes=f"/feeds/{run.feed_id}/changes?since={since}",
+        ),
+    )
+    await changes.announce(conn, run.job_id, event)
+    return True
 
 
 async def _warnings(
@@ -404,11 +454,12 @@ async def _write(
             conn,
             table,
             run.feed_id,
-            run.job_id,
+            (run.job_id, run.attempt),
             snapshot=snapshot,
             gone=gone,
             few=chosen.recognise and staged <= FEW * end.known_rows,
             fresh=end.fresh != 0,
+            record=chosen.record,
         )
     await stage.drop_stage(conn, table)
     return counts

@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from consumer.metrics import ConsumerMetrics
 from service.core.bus import copy_message
-from service.core.contracts import RunRequest
+from service.core.contracts import DeadLetterCode, RunRequest
 from service.core.ids import is_correlation_id
 from service.core.logs import get_logger
 
@@ -20,7 +20,7 @@ MAX_MESSAGE_BYTES = 64 * 1024  # a run request is a few hundred bytes
 
 
 class DeadLetter(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: DeadLetterCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -1,7 +1,7 @@
 """Retention, run by the active scheduler: rejections and run history of runs finished more
-than RETENTION_DAYS ago, webhook deliveries that ended and were made before then, and
-uploaded file versions beyond the newest KEEP_FILE_VERSIONS of each feed. Small batches,
-each its own short transaction."""
+than RETENTION_DAYS ago, the change lists of runs that committed before then, webhook
+deliveries that ended and were made before then, and uploaded file versions beyond the
+newest KEEP_FILE_VERSIONS of each feed. Small batches, each its own short transaction."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import botocore.exceptions
 from service.core.logs import get_logger
 from service.core.s3 import parse_s3_uri
 from service.core.settings import Settings
+from service.core.store import changes
 from service.core.store import retention as store
 
 log = get_logger(__name__)
@@ -23,11 +24,12 @@ BATCH = 1000
 async def run_pass(
     pool: asyncpg.Pool, s3: Any, settings: Settings, now: datetime | None = None
 ) -> dict[str, int]:
-    """One pass; how many rejections, runs and files went."""
+    """One pass; how many rejections, changes, runs, deliveries and files went."""
     before = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
-    counts = {"rejections": 0, "runs": 0, "deliveries": 0, "files": 0}
+    counts = {"rejections": 0, "runs": 0, "deliveries": 0, "changes": 0, "files": 0}
     for kind, step in (
         ("rejections", store.delete_old_rejections),
+        ("changes", changes.delete_old_changes),
         ("runs", store.delete_old_runs),
         ("deliveries", store.delete_old_deliveries),
     ):

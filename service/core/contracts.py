@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
@@ -368,6 +369,8 @@ class ValidationResult(Struct, kw_only=True):
     dry_run: bool = False
     # Where every rejection of this run can be downloaded (as CSV with Accept: text/csv).
     rejections_url: str | None = None
+    # What this run inserted, updated, revived and deleted, sku by sku (when it changed any).
+    changes_url: str | None = None
     # The file's encoding as decoded: the feed's or the run's, or what ``auto`` found.
     encoding: str | None = None
     # Which header field was read as which product column, and which were kept as the
@@ -387,14 +390,62 @@ class ProductList(Struct):
     next_cursor: str | None
 
 
+# What runs changed (service/core/store/changes.py; docs/api.md, "Changes").
+ChangeKind = Literal["inserted", "updated", "revived", "deleted"]
+
+
+class ChangeCounts(Struct):
+    inserted: int
+    updated: int  # revived ones not included
+    revived: int
+    deleted: int
+
+
+class RunChange(Struct, omit_defaults=True):
+    sku: str
+    change: ChangeKind
+    # updated or revived: the columns, and attributes.<key>, whose values differ
+    columns: list[str] | None = None
+
+
+class RunChangeList(Struct, kw_only=True):
+    job_id: str
+    run: int
+    status: str  # the run's: changes show once it has completed
+    counts: ChangeCounts
+    next_cursor: str | None
+    changes: list[RunChange]
+
+
+class FeedChange(Struct, kw_only=True, omit_defaults=True):
+    cursor: str  # the position past this change: ?since= it reads on from here
+    job_id: str
+    run: int
+    sku: str
+    change: ChangeKind
+    product: Product  # type: ignore[valid-type]  # as it is now (deleted_at set if deleted)
+    columns: list[str] | None = None
+
+
+class FeedChangeList(Struct, kw_only=True):
+    feed_id: str
+    since: str
+    next_cursor: str  # the position past the last change here (since, if none)
+    more: bool  # more changes wait after next_cursor: ask again at once
+    changes: list[FeedChange]
+
+
 # Webhooks (service/core/webhooks.py): the status events an endpoint may ask for.
-WebhookEvent = Literal["job.queued", "job.running", "job.completed", "job.failed", "job.cancelled"]
+WebhookEvent = Literal[
+    "job.queued", "job.running", "job.completed", "job.failed", "job.cancelled", "feed.changed"
+]
 WEBHOOK_EVENTS: tuple[str, ...] = (
     "job.queued",
     "job.running",
     "job.completed",
     "job.failed",
     "job.cancelled",
+    "feed.changed",
 )
 WebhookIdText = Annotated[str, Meta(pattern=r"^WH[0-9]{5,18}$")]
 
@@ -477,8 +528,8 @@ class Progress(Struct):
     percent: float | None
 
 
-class StatusEvent(Struct):
-    """A ``job.<status>`` event on jobs.events, as sql/0001_init.sql's trigger writes it."""
+class JobState(Struct):
+    """What a job's status event and its webhook delivery both tell."""
 
     job_id: str
     feed_id: str
@@ -487,7 +538,104 @@ class StatusEvent(Struct):
     attempt: int
     result: Raw | None
     error: Raw | None
+
+
+class StatusEvent(JobState):
+    """A ``job.<status>`` event on jobs.events, as sql/0001_init.sql's trigger writes it."""
+
     occurred_at: str
+
+
+class JobLinks(Struct):
+    job: str
+    errors: str
+    changes: str  # the run's change list (?run=<attempt>)
+    products: str
+
+
+class JobHookData(JobState):
+    links: JobLinks
+
+
+class JobHook(Struct):
+    """A ``job.<status>`` webhook delivery's body (sql/0015_product_changes.sql's trigger)."""
+
+    type: WebhookEvent
+    timestamp: str
+    data: JobHookData
+
+
+class WebhookTestData(Struct):
+    webhook_id: str
+
+
+class WebhookTest(Struct):
+    """A ``webhook.test`` delivery's body (``POST /webhooks/{id}/test``)."""
+
+    type: Literal["webhook.test"]
+    timestamp: str
+    data: WebhookTestData
+
+
+# The x-error-code of a message refused to jobs.run.dead (consumer/messages.py's DeadLetter).
+DeadLetterCode = Literal[
+    "INVALID_JSON",
+    "INVALID_MESSAGE",
+    "MESSAGE_TOO_LARGE",
+    "UNKNOWN_JOB",
+    "UNKNOWN_FEED",
+    "JOB_NOT_RUNNABLE",
+    "FEED_NOT_READY",
+    "INVALID_EVENT",  # an S3 event document that does not fit (jobs.s3events)
+    "INTERNAL_ERROR",
+]
+DEAD_LETTER_CODES: tuple[str, ...] = (
+    "INVALID_JSON",
+    "INVALID_MESSAGE",
+    "MESSAGE_TOO_LARGE",
+    "UNKNOWN_JOB",
+    "UNKNOWN_FEED",
+    "JOB_NOT_RUNNABLE",
+    "FEED_NOT_READY",
+    "INVALID_EVENT",
+    "INTERNAL_ERROR",
+)
+
+
+class ChangeLinks(Struct):
+    changes: str  # the run's change list
+    feed_changes: str  # the feed's change feed, from just before this run's first change
+
+
+class FeedChanged(Struct, kw_only=True):
+    """What a run changed in its feed: ``updated`` excludes ``revived`` (the job's result
+    counts them together); ``?since=cursor_from`` on the change feed reads from this run's
+    first change, ``cursor_to`` is the position past its last."""
+
+    feed_id: str
+    job_id: str
+    run: int
+    inserted: int
+    updated: int
+    revived: int
+    deleted: int
+    cursor_from: str
+    cursor_to: str
+    links: ChangeLinks
+
+
+class FeedChangedEvent(FeedChanged, kw_only=True):
+    """A ``feed.changed`` event on jobs.events (sql/0015_product_changes.sql writes it)."""
+
+    occurred_at: str
+
+
+class FeedChangedHook(Struct):
+    """A ``feed.changed`` webhook delivery's body (Standard Webhooks' envelope)."""
+
+    type: Literal["feed.changed"]
+    timestamp: str
+    data: FeedChanged
 
 
 json_encoder = msgspec.json.Encoder()
@@ -495,3 +643,8 @@ json_encoder = msgspec.json.Encoder()
 
 def encode(obj: Any) -> bytes:
     return json_encoder.encode(obj)
+
+
+def encode_cursor(values: Any) -> str:
+    """An opaque cursor (URL-safe base64 of JSON): what a page's ``next_cursor`` holds."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")

@@ -97,6 +97,27 @@ class DeliveryNotFound(ServiceError):
     error_code = "DELIVERY_NOT_FOUND"
 
 
+class RunNotFound(ServiceError):
+    """Run not found"""
+
+    status = 404
+    error_code = "RUN_NOT_FOUND"
+
+
+class ChangesExpired(ServiceError):
+    """Changes removed by retention"""
+
+    status = 410
+    error_code = "CHANGES_EXPIRED"
+
+
+class ChangesNotRecorded(ServiceError):
+    """Changes not recorded"""
+
+    status = 409
+    error_code = "CHANGES_NOT_RECORDED"
+
+
 class ScheduleNotFound(ServiceError):
     """Schedule not found"""
 

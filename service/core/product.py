@@ -313,11 +313,27 @@ class Registry:
         self.width = len(self.columns)
         stored = (*self.names, ATTRIBUTES)
         self.stage_columns: tuple[str, ...] = (*stored, *HASHES, "line")
-        self.direct_columns: tuple[str, ...] = (*stored, *HASHES, "feed_id", "first_seen_job")
+        self.direct_columns: tuple[str, ...] = (
+            *stored,
+            *HASHES,
+            "feed_id",
+            "first_seen_job",
+            "first_seen_run",
+        )
         # The merge's SET list: every column but the key, from the staged row ``d``.
         self.update_set = ", ".join(f"{n} = d.{n}" for n in (*stored[1:], *HASHES))
         self.column_list = ", ".join((*stored, *HASHES))
         self.stored_list = ", ".join(stored)
+        # What differs between the stored row ``o`` and the staged one ``d``: the names of
+        # the columns, then ``attributes.<key>`` of each attribute (the change list's).
+        differs = ", ".join(
+            f"CASE WHEN o.{n} IS DISTINCT FROM d.{n} THEN '{n}' END" for n in self.names[1:]
+        )
+        self.changed_columns = (
+            f"array_remove(ARRAY[{differs}], NULL) || CASE WHEN o.{ATTRIBUTES} IS DISTINCT"
+            f" FROM d.{ATTRIBUTES} THEN jsonb_changed_keys(o.{ATTRIBUTES}, d.{ATTRIBUTES})"
+            " ELSE '{}' END"
+        )
 
     def canonical_line(
         self, values: Sequence[object], attributes: Mapping[str, str] | None = None

@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fast_path: bool = True  # parse worker: clean blocks straight to COPY (consumer/fastpath.py)
     # Recognise unchanged rows in the parse worker (consumer/load.py); false: the staged path
     recognise_rows: bool = True
+    # Record what each run changed, row by row (GET /jobs/{id}/changes, /feeds/{id}/changes)
+    record_changes: bool = True
     lease_seconds: int = 30
     # A run with no chunk of its file and no frame of its worker this long, while its
     # PostgreSQL backend has nothing to do, is stuck: stopped and re-queued (an

@@ -1,8 +1,8 @@
 """Who may call a route, declared where the route is defined: ``@public`` (anyone: health,
-readiness, metrics, the OpenAPI document) or ``@tenant`` (an API key's tenant; the handler
-then reads ``middleware.principal``). The middleware asks a matched route's handler, so a
-route that declares nothing is answered as ``tenant``: default-deny. A test fails for
-any route without a declaration (tests/integration/test_access.py)."""
+readiness, metrics, the OpenAPI and AsyncAPI documents) or ``@tenant`` (an API key's
+tenant; the handler then reads ``middleware.principal``). The middleware asks a matched
+route's handler, so a route that declares nothing is answered as ``tenant``: default-deny.
+A test fails for any route without a declaration (tests/integration/test_access.py)."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from service.gateway import (
     appkeys,
     fastpoll,
     protocol,
+    routes_changes,
     routes_feeds,
     routes_jobs,
     routes_ops,
@@ -112,6 +113,18 @@ async def _answer_long_polls(app: web.Application) -> None:
     app[appkeys.WATCHER].close()
 
 
+def route_tables() -> list[web.RouteTableDef]:
+    """Every route of the gateway, by module (also what the OpenAPI document is made of)."""
+    return [
+        routes_ops.routes,
+        routes_feeds.routes,
+        routes_products.routes,
+        routes_changes.routes,
+        routes_webhooks.routes,
+        routes_jobs.routes,
+    ]
+
+
 def create_app(settings: Settings) -> web.Application:
     protocol.install()
     app = web.Application(
@@ -131,10 +144,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BACKGROUND] = []
     app.cleanup_ctx.extend([_postgres, _s3, _background])
     app.on_shutdown.append(_answer_long_polls)
-    app.add_routes(routes_ops.routes)
-    app.add_routes(routes_feeds.routes)
-    app.add_routes(routes_products.routes)
-    app.add_routes(routes_webhooks.routes)
-    app.add_routes(routes_jobs.routes)
+    for table in route_tables():
+        app.add_routes(table)
     fastpoll.install(app)
     return app

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from service.core.contracts import TAG, encode
+from service.core.contracts import encode_cursor as encode_cursor  # re-exported
 from service.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from service.gateway.inputs import check_tree
 
@@ -151,18 +152,14 @@ def query_tags(request: web.Request) -> tuple[list[str] | None, bool]:
     return (tags or None), match == "all"
 
 
-def encode_cursor(values: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
-
-
-def decode_cursor(value: str, kind: type[T]) -> T:
+def decode_cursor(value: str, kind: type[T], field: str = "cursor") -> T:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         return msgspec.json.decode(raw, type=kind)
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidRequest(
-            "Query parameter `cursor` is not a cursor this API returned",
-            details={"field": "cursor"},
+            f"Query parameter `{field}` is not a cursor this API returned",
+            details={"field": field},
         ) from None
 
 

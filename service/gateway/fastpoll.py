@@ -50,7 +50,7 @@ def answer(app: web.Application, request: web.Request) -> web.Response | None:
     principal = app[appkeys.KEYS].cached(headers.get("x-api-key"))
     if principal is None:
         return None
-    # Only well-formed ids of this tenant's jobs are ever cached (routes_jobs._load).
+    # Only well-formed ids of this tenant's jobs are ever cached (routes_jobs.load_job).
     row = app[appkeys.WATCHER].cache.get(job_id, principal.tenant_id)
     if row is None:
         return None

@@ -55,7 +55,7 @@ class Bodies:
     """Rendered job versions by ETag: a job's representation changes only with its
     version, so a poll of an unchanged job sends bytes and headers prepared once. Bounded,
     oldest out first. Only handed out after the job's owner was checked
-    (routes_jobs._load)."""
+    (routes_jobs.load_job)."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._rendered: OrderedDict[str, Rendered] = OrderedDict()

@@ -1,9 +1,9 @@
-"""The rejections of a run as a CSV download (``GET /jobs/{id}/errors``, ``Accept:
-text/csv``): streamed in keyset pages, each read in its own short query, so a client that
-reads slowly holds no pooled connection; at most MAX_STREAMS_PER_TENANT downloads of one
-tenant at once (per gateway process), and a client that takes no bytes for
-STREAM_SEND_TIMEOUT_SECONDS is dropped. Cells a spreadsheet would run as a formula are
-neutralised as OWASP recommends (docs/api.md, "Rejections as CSV")."""
+"""Downloads: the rejections of a run as CSV (``GET /jobs/{id}/errors``, ``Accept:
+text/csv``), a run's changes as CSV or JSON Lines. Streamed in keyset pages, each read in
+its own short query, so a client that reads slowly holds no pooled connection; at most
+MAX_STREAMS_PER_TENANT downloads of one tenant at once (per gateway process), and a client
+that takes no bytes for STREAM_SEND_TIMEOUT_SECONDS is dropped. Cells a spreadsheet would
+run as a formula are neutralised as OWASP recommends (docs/api.md, "Rejections as CSV")."""
 
 from __future__ import annotations
 
@@ -48,37 +48,68 @@ async def _pages(
 
 async def csv_report(request: web.Request, job_id: str, tenant_id: int) -> web.StreamResponse:
     """Every rejection of the latest run as CSV (flat memory, no connection held)."""
+    pool = request.app[appkeys.POOL]
+    attempt = await rejections.latest_errors_attempt(pool, job_id)
+    return await stream(
+        request,
+        tenant_id,
+        csv_headers(f"{job_id}-{attempt}-rejections.csv"),
+        csv_chunks(["line", "column", "code", "message", "raw"], _pages(pool, job_id, attempt)),
+    )
+
+
+def csv_headers(filename: str) -> dict[str, str]:
+    return {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+
+
+async def csv_chunks(
+    header: list[str], pages: AsyncIterator[list[list[object]]]
+) -> AsyncIterator[bytes]:
+    """A header line, then each page's rows, as CSV bytes (one chunk a page)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(header)
+    async for rows in pages:
+        out.writerows(rows)
+        yield _taken(buf)
+    yield _taken(buf)
+
+
+def _taken(buf: io.StringIO) -> bytes:
+    data = buf.getvalue().encode()
+    buf.seek(0)
+    buf.truncate()
+    return data
+
+
+async def stream(
+    request: web.Request,
+    tenant_id: int,
+    headers: dict[str, str],
+    chunks: AsyncIterator[bytes],
+) -> web.StreamResponse:
+    """A download of ``chunks``: one of the tenant's MAX_STREAMS_PER_TENANT; a client that
+    takes none of a chunk for STREAM_SEND_TIMEOUT_SECONDS is dropped."""
     app = request.app
-    pool, settings = app[appkeys.POOL], app[appkeys.SETTINGS]
+    timeout = app[appkeys.SETTINGS].stream_send_timeout_seconds
     with app[appkeys.STREAMS].take(tenant_id):
-        attempt = await rejections.latest_errors_attempt(pool, job_id)
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/csv; charset=utf-8",
-                "Content-Disposition": f'attachment; filename="{job_id}-{attempt}-rejections.csv"',
-            }
-        )
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\r\n")
-        out.writerow(["line", "column", "code", "message", "raw"])
-        async for rows in _pages(pool, job_id, attempt):
-            out.writerows(rows)
-            if not await _send(request, resp, buf, settings.stream_send_timeout_seconds):
+        async for data in chunks:
+            if data and not await _send(request, resp, data, timeout):
                 return resp
-        if await _send(request, resp, buf, settings.stream_send_timeout_seconds):
-            await resp.write_eof()
+        await resp.write_eof()
         return resp
 
 
 async def _send(
-    request: web.Request, resp: web.StreamResponse, buf: io.StringIO, timeout: float
+    request: web.Request, resp: web.StreamResponse, data: bytes, timeout: float
 ) -> bool:
-    """Write what ``buf`` holds; a client that takes none of it for ``timeout`` seconds is
-    dropped (False)."""
-    data = buf.getvalue().encode()
-    buf.seek(0)
-    buf.truncate()
+    """Write ``data``; a client that takes none of it for ``timeout`` seconds is dropped
+    (False)."""
     try:
         async with asyncio.timeout(timeout):
             await resp.write(data)

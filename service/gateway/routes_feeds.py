@@ -46,6 +46,7 @@ from service.core.s3_access import may_read, may_watch, upload_uri
 from service.core.store import feeds as feeds_store
 from service.core.store import lifecycle, s3_prefixes
 from service.core.store import schedules as schedules_store
+from service.gateway import apidoc as d
 from service.gateway import appkeys
 from service.gateway.access import tenant
 from service.gateway.bodies import json_response, list_query, page, query_int, query_tags, read_json
@@ -200,6 +201,24 @@ async def _keep_leased(pool: asyncpg.Pool, js_id: str, lease: float) -> None:
 
 @routes.post("/feeds")
 @tenant
+@d.doc(
+    {
+        "operationId": "create_feed",
+        "summary": "Upload a CSV (streamed to S3), or register an S3 object (JSON)",
+        "parameters": d.UPLOAD_QUERY,
+        "requestBody": {
+            **d.upload_body("The CSV (Content-Encoding: gzip allowed), or RegisterFeed"),
+            "content": {
+                **d.upload_body("")["content"],
+                "application/json": {"schema": d.ref("RegisterFeed")},
+            },
+        },
+        "responses": {
+            "201": d.CREATED,
+            **d.errors("400", "408", "413", "415", *d.PROTECTED),
+        },
+    }
+)
 async def create_feed(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
         return await _register(request)
@@ -323,6 +342,18 @@ async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Respo
 
 @routes.put("/feeds/{feed_id}/file")
 @tenant
+@d.doc(
+    {
+        "operationId": "replace_file",
+        "summary": "A new version of an uploaded feed's file",
+        "parameters": [d.FEED],
+        "requestBody": d.upload_body("The CSV (Content-Encoding: gzip allowed)"),
+        "responses": {
+            "201": d.CREATED,
+            **d.errors("400", "404", "408", "413", "415", *d.PROTECTED),
+        },
+    }
+)
 async def replace_file(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     p = principal(request)
@@ -354,6 +385,23 @@ async def replace_file(request: web.Request) -> web.Response:
 
 @routes.get("/feeds")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_feeds",
+        "summary": "The tenant's feeds, newest first",
+        "parameters": [
+            d.query("status", {"enum": list(FEED_STATUSES)}, "Only feeds in it"),
+            *d.TAG_QUERY,
+            d.limit(100, 50),
+            d.CURSOR,
+            *d.LIST_QUERY,
+        ],
+        "responses": {
+            "200": d.ok(d.ref("FeedList"), "A page of feeds", *d.RATE),
+            **d.errors("400", *d.PROTECTED),
+        },
+    }
+)
 async def list_feeds(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status not in (None, *FEED_STATUSES):
@@ -383,6 +431,21 @@ async def list_feeds(request: web.Request) -> web.Response:
 
 @routes.patch("/feeds/{feed_id}")
 @tenant
+@d.doc(
+    {
+        "operationId": "update_feed",
+        "summary": "Set a feed's name, description or tags (the fields given)",
+        "parameters": [d.FEED],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": d.ref("UpdateFeed")}},
+        },
+        "responses": {
+            "200": d.ok(d.ref("FeedView"), "The feed", *d.RATE),
+            **d.errors("400", "404", "413", "415", *d.PROTECTED),
+        },
+    }
+)
 async def update_feed(request: web.Request) -> web.StreamResponse:
     """Set a feed's name, description or tags (the fields given)."""
     feed_id = request.match_info["feed_id"]
@@ -419,6 +482,21 @@ async def own_feed(request: web.Request) -> str:
 
 @routes.put("/feeds/{feed_id}/schedule")
 @tenant
+@d.doc(
+    {
+        "operationId": "put_schedule",
+        "summary": "Run the feed on a cron expression (in a time zone) or every N seconds",
+        "parameters": [d.FEED],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": d.ref("ScheduleBody")}},
+        },
+        "responses": {
+            "200": d.ok(d.ref("ScheduleView"), "The schedule, with next_run_at", *d.RATE),
+            **d.errors("400", "404", "413", "415", *d.PROTECTED),
+        },
+    }
+)
 async def put_schedule(request: web.Request) -> web.Response:
     """Run the feed on a cron expression (in a time zone) or every N seconds."""
     feed_id = await own_feed(request)
@@ -437,6 +515,17 @@ async def put_schedule(request: web.Request) -> web.Response:
 
 @routes.delete("/feeds/{feed_id}/schedule")
 @tenant
+@d.doc(
+    {
+        "operationId": "delete_schedule",
+        "summary": "Stop running the feed on a schedule",
+        "parameters": [d.FEED],
+        "responses": {
+            "204": {"description": "Removed", "headers": d.headers(*d.RATE)},
+            **d.errors("404", *d.PROTECTED),
+        },
+    }
+)
 async def delete_schedule(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     if not await schedules_store.delete(request.app[appkeys.POOL], feed_id):
@@ -447,6 +536,17 @@ async def delete_schedule(request: web.Request) -> web.Response:
 
 @routes.get("/feeds/{feed_id}")
 @tenant
+@d.doc(
+    {
+        "operationId": "get_feed",
+        "summary": "Read a feed",
+        "parameters": [d.FEED],
+        "responses": {
+            "200": d.ok(d.ref("FeedView"), "The feed", *d.RATE),
+            **d.errors("404", *d.PROTECTED),
+        },
+    }
+)
 async def get_feed(request: web.Request) -> web.Response:
     feed_id = request.match_info["feed_id"]
     if not ids.is_feed_id(feed_id):

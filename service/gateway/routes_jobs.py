@@ -37,6 +37,7 @@ from service.core.store import idempotency, lifecycle, rejections
 from service.core.store import jobs as jobs_store
 from service.core.store.jobs import JobRecord
 from service.core.store.keys import Principal
+from service.gateway import apidoc as d
 from service.gateway import appkeys, report
 from service.gateway.access import tenant
 from service.gateway.bodies import (
@@ -59,7 +60,7 @@ routes = web.RouteTableDef()
 MAX_WAIT = 60
 
 
-async def _load(request: web.Request, job_id: str) -> JobRecord:
+async def load_job(request: web.Request, job_id: str) -> JobRecord:
     """The job as its owner sees it: from the gateway's cache (service/core/jobcache.py) while
     the job has not changed since, else from the database."""
     if not ids.is_job_id(job_id):
@@ -96,14 +97,30 @@ async def _wait_for_change(
             await asyncio.sleep(min(1.0, remaining))
         else:
             await watcher.wait(row.job_id, remaining)
-        row = await _load(request, row.job_id)
+        row = await load_job(request, row.job_id)
     return row
 
 
 @routes.get("/jobs/{job_id}")
 @tenant
+@d.doc(
+    {
+        "operationId": "get_job",
+        "summary": "Read a job; If-None-Match → 304; ?wait long-polls for a change",
+        "parameters": [
+            d.JOB,
+            d.WAIT,
+            {"name": "If-None-Match", "in": "header", "required": False, "schema": d.STR},
+        ],
+        "responses": {
+            "200": d.JOB_200,
+            "304": {"description": "Not modified", "headers": d.headers("ETag", *d.RATE)},
+            **d.errors("400", "404", *d.PROTECTED),
+        },
+    }
+)
 async def get_job(request: web.Request) -> web.Response:
-    row = await _load(request, request.match_info["job_id"])
+    row = await load_job(request, request.match_info["job_id"])
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
     if wait and not is_terminal(row):
         inm = request.headers.get("If-None-Match")
@@ -115,6 +132,27 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.get("/jobs")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_jobs",
+        "summary": "List jobs, newest first",
+        "parameters": [
+            d.query("status", d.STR, "Comma-separated statuses"),
+            d.query("job_type", {"enum": ["submission", "validation"]}, "Job type"),
+            d.query("feed_id", d.STR, "Only this feed's jobs"),
+            d.query("created_after", {"type": "string", "format": "date-time"}, "After"),
+            d.query("created_before", {"type": "string", "format": "date-time"}, "Before"),
+            *d.TAG_QUERY,
+            d.limit(100, 50),
+            d.CURSOR,
+            *d.LIST_QUERY,
+        ],
+        "responses": {
+            "200": d.ok(d.ref("JobList"), "A page of jobs", *d.RATE),
+            **d.errors("400", *d.PROTECTED),
+        },
+    }
+)
 async def list_jobs(request: web.Request) -> web.Response:
     q = request.query
     statuses = None
@@ -166,6 +204,31 @@ def _request_hash(job_id: str, body: bytes) -> bytes:
 
 @routes.post("/jobs/{job_id}/run")
 @tenant
+@d.doc(
+    {
+        "operationId": "run_job",
+        "summary": "Queue a run of a validation job (?wait: until it ends)",
+        "parameters": [
+            d.VALIDATION_JOB,
+            d.WAIT,
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            },
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": d.ref("RunOptions")}},
+        },
+        "responses": {
+            "202": d.ok(d.ref("RunAccepted"), "Queued", "Location", "Retry-After", *d.RATE),
+            "200": d.ok(d.ref("JobView"), "The job once it ended (?wait)", *d.RATE),
+            **d.errors("400", "404", "409", "413", "415", "422", *d.PROTECTED),
+        },
+    }
+)
 async def run_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     p = principal(request)
@@ -197,7 +260,7 @@ async def run_job(request: web.Request) -> web.Response:
     request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
     if wait:
-        row = await _load(request, job_id)
+        row = await load_job(request, job_id)
         row = await _wait_for_change(request, row, "", wait, until_terminal=True)
         return job_response(row, request)
     return _accepted(job_id, accepted)
@@ -269,6 +332,17 @@ def _accepted(job_id: str, body: bytes) -> web.Response:
 
 @routes.post("/jobs/{job_id}/cancel")
 @tenant
+@d.doc(
+    {
+        "operationId": "cancel_job",
+        "summary": "Cancel a queued or running job",
+        "parameters": [d.JOB],
+        "responses": {
+            "202": d.ok(d.ref("JobView"), "Cancelled or cancelling", "ETag", *d.RATE),
+            **d.errors("404", "409", *d.PROTECTED),
+        },
+    }
+)
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     if not ids.is_job_id(job_id):
@@ -287,14 +361,25 @@ async def cancel_job(request: web.Request) -> web.Response:
         await lifecycle.cancel(conn, job)
     request.app[appkeys.WATCHER].cache.invalidate(job_id)
     log.info("cancel_requested", job_id=job_id, status=job.status)
-    row = await _load(request, job_id)
+    row = await load_job(request, job_id)
     return job_response(row, request, status=202)
 
 
 @routes.get("/jobs/{job_id}/runs")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_runs",
+        "summary": "Every run of a job, newest first",
+        "parameters": [d.JOB],
+        "responses": {
+            "200": d.ok(d.ref("RunList"), "Runs", *d.RATE),
+            **d.errors("404", *d.PROTECTED),
+        },
+    }
+)
 async def job_runs(request: web.Request) -> web.Response:
-    row = await _load(request, request.match_info["job_id"])
+    row = await load_job(request, request.match_info["job_id"])
 
     runs = await jobs_store.list_runs(request.app[appkeys.POOL], row.job_id)
     return json_response(RunList(job_id=row.job_id, runs=runs))
@@ -307,8 +392,27 @@ def _wants_csv(request: web.Request) -> bool:
 
 @routes.get("/jobs/{job_id}/errors")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_rejections",
+        "summary": "Rows rejected by the latest run, in file order (all of them as CSV"
+        " with Accept: text/csv)",
+        "parameters": [d.JOB, d.limit(1000, 100), d.CURSOR],
+        "responses": {
+            "200": {
+                "description": "A page of rejections, or (text/csv) all of them",
+                "headers": d.headers(*d.RATE),
+                "content": {
+                    "application/json": {"schema": d.ref("ErrorList")},
+                    "text/csv": {"schema": d.STR},
+                },
+            },
+            **d.errors("400", "404", *d.PROTECTED),
+        },
+    }
+)
 async def job_errors(request: web.Request) -> web.StreamResponse:
-    row = await _load(request, request.match_info["job_id"])
+    row = await load_job(request, request.match_info["job_id"])
     if _wants_csv(request):
         return await report.csv_report(request, row.job_id, principal(request).tenant_id)
     limit = query_int(request, "limit", 100, 1, 1000)

@@ -9,7 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.core.store import health as health_store
-from service.gateway import appkeys, openapi
+from service.gateway import apidoc as d
+from service.gateway import appkeys, asyncapi, openapi
 from service.gateway.access import public
 from service.gateway.bodies import json_response
 from service.gateway.metrics import METRICS
@@ -19,12 +20,31 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 @public
+@d.doc(
+    {
+        "operationId": "healthz",
+        "summary": "Alive",
+        "security": [],
+        "responses": {"200": d.ok(d.ref("Health"), "Alive")},
+    }
+)
 async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
 @routes.get("/readyz")
 @public
+@d.doc(
+    {
+        "operationId": "readyz",
+        "summary": "Ready: PostgreSQL, RabbitMQ and LISTEN are up",
+        "security": [],
+        "responses": {
+            "200": d.ok(d.ref("Readiness"), "Ready"),
+            "503": d.ok(d.ref("Readiness"), "Not ready: `checks` says what is down"),
+        },
+    }
+)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
@@ -46,6 +66,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 @public
+@d.doc(
+    {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics",
+        "security": [],
+        "responses": {
+            "200": {"description": "Metrics", "content": {"text/plain": {"schema": d.STR}}}
+        },
+    }
+)
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     await m.refresh(request.app[appkeys.POOL], request.app[appkeys.WATCHER].waiting)
@@ -56,5 +86,27 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 @public
+@d.doc(
+    {
+        "operationId": "openapi",
+        "summary": "This document",
+        "security": [],
+        "responses": {"200": d.ok({"type": "object"}, "OpenAPI 3.1")},
+    }
+)
 async def openapi_json(_request: web.Request) -> web.Response:
     return json_response(openapi.build())
+
+
+@routes.get("/asyncapi.json")
+@public
+@d.doc(
+    {
+        "operationId": "asyncapi",
+        "summary": "The AMQP contract and the webhook deliveries, as AsyncAPI 3.0",
+        "security": [],
+        "responses": {"200": d.ok({"type": "object"}, "AsyncAPI 3.0")},
+    }
+)
+async def asyncapi_json(_request: web.Request) -> web.Response:
+    return json_response(asyncapi.build())

@@ -8,6 +8,7 @@ from aiohttp import web
 from service.core.contracts import ProductList
 from service.core.errors import InvalidRequest, ProductNotFound
 from service.core.store import catalog
+from service.gateway import apidoc as d
 from service.gateway import appkeys
 from service.gateway.access import tenant
 from service.gateway.bodies import (
@@ -33,6 +34,32 @@ def _flag(request: web.Request, name: str) -> bool:
 
 @routes.get("/feeds/{feed_id}/products")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_products",
+        "summary": "The feed's products in sku order, cleaned, with their attributes",
+        "parameters": [
+            d.FEED,
+            d.query("sku", d.STR, "Only this sku"),
+            d.query(
+                "changed_since",
+                {"type": "string", "format": "date-time"},
+                "Only products whose last change (or deletion) is at or after it",
+            ),
+            d.query(
+                "include_deleted",
+                {"enum": ["true", "false"], "default": "false"},
+                "Deleted products too (deleted_at set)",
+            ),
+            d.limit(1000, 100),
+            d.CURSOR,
+        ],
+        "responses": {
+            "200": d.ok(d.ref("ProductList"), "A page of products", *d.RATE),
+            **d.errors("400", "404", *d.PROTECTED),
+        },
+    }
+)
 async def list_products(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     limit = query_int(request, "limit", 100, 1, 1000)
@@ -53,6 +80,17 @@ async def list_products(request: web.Request) -> web.Response:
 
 @routes.get("/feeds/{feed_id}/products/{sku:.+}")  # a sku may hold "/"
 @tenant
+@d.doc(
+    {
+        "operationId": "get_product",
+        "summary": "One product of the feed, deleted or not",
+        "parameters": [d.FEED, d.path("sku", "SKU-1", r"^[A-Za-z0-9._/-]{1,64}$")],
+        "responses": {
+            "200": d.ok(d.ref("Product"), "The product", *d.RATE),
+            **d.errors("404", *d.PROTECTED),
+        },
+    }
+)
 async def get_product(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     sku = request.match_info["sku"]

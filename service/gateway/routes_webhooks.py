@@ -20,6 +20,7 @@ from service.core.errors import DeliveryNotFound, InvalidRequest, WebhookNotFoun
 from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
 from service.core.store import webhooks as store
+from service.gateway import apidoc as d
 from service.gateway import appkeys
 from service.gateway.access import tenant
 from service.gateway.bodies import decode_cursor, encode_cursor, json_response, query_int, read_json
@@ -46,6 +47,20 @@ async def _own(request: web.Request) -> str:
 
 @routes.post("/webhooks")
 @tenant
+@d.doc(
+    {
+        "operationId": "create_webhook",
+        "summary": "Register an endpoint; its signing secret is shown once",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": d.ref("CreateWebhook")}},
+        },
+        "responses": {
+            "201": d.ok(d.ref("WebhookCreated"), "Registered", "Location", *d.RATE),
+            **d.errors("400", "413", "415", *d.PROTECTED),
+        },
+    }
+)
 async def create_webhook(request: web.Request) -> web.Response:
     settings = request.app[appkeys.SETTINGS]
     body = await read_json(request, CreateWebhook, limit=settings.max_json_body_bytes)
@@ -76,6 +91,16 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/webhooks")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_webhooks",
+        "summary": "The tenant's webhook endpoints",
+        "responses": {
+            "200": d.ok(d.ref("WebhookList"), "Endpoints", *d.RATE),
+            **d.errors(*d.PROTECTED),
+        },
+    }
+)
 async def list_webhooks(request: web.Request) -> web.Response:
     found = await store.list_for(request.app[appkeys.POOL], principal(request).tenant_id)
     return json_response(WebhookList(webhooks=found))
@@ -83,6 +108,17 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 @routes.get("/webhooks/{webhook_id}")
 @tenant
+@d.doc(
+    {
+        "operationId": "get_webhook",
+        "summary": "An endpoint (disabled_reason says why it was disabled)",
+        "parameters": [d.WEBHOOK],
+        "responses": {
+            "200": d.ok(d.ref("WebhookView"), "The endpoint", *d.RATE),
+            **d.NOT_FOUND,
+        },
+    }
+)
 async def get_webhook(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     view = await store.get(request.app[appkeys.POOL], webhook_id, principal(request).tenant_id)
@@ -91,6 +127,17 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/webhooks/{webhook_id}")
 @tenant
+@d.doc(
+    {
+        "operationId": "delete_webhook",
+        "summary": "Remove an endpoint and its deliveries",
+        "parameters": [d.WEBHOOK],
+        "responses": {
+            "204": {"description": "Removed", "headers": d.headers(*d.RATE)},
+            **d.NOT_FOUND,
+        },
+    }
+)
 async def delete_webhook(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     await store.delete(request.app[appkeys.POOL], webhook_id, principal(request).tenant_id)
@@ -100,6 +147,14 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/{webhook_id}/rotate-secret")
 @tenant
+@d.doc(
+    {
+        "operationId": "rotate_webhook_secret",
+        "summary": "A new secret; the old one still signs for WEBHOOK_SECRET_GRACE_SECONDS",
+        "parameters": [d.WEBHOOK],
+        "responses": {"200": d.ok(d.ref("SecretRotated"), "Rotated", *d.RATE), **d.NOT_FOUND},
+    }
+)
 async def rotate_secret(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     secret = webhooks.new_secret()
@@ -114,6 +169,14 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/{webhook_id}/test")
 @tenant
+@d.doc(
+    {
+        "operationId": "test_webhook",
+        "summary": "Send a webhook.test delivery",
+        "parameters": [d.WEBHOOK],
+        "responses": {"202": d.ok(d.ref("DeliveryQueued"), "Queued", *d.RATE), **d.NOT_FOUND},
+    }
+)
 async def send_test(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     delivery_id = await store.add_test(
@@ -125,6 +188,17 @@ async def send_test(request: web.Request) -> web.Response:
 
 @routes.get("/webhooks/{webhook_id}/deliveries")
 @tenant
+@d.doc(
+    {
+        "operationId": "list_deliveries",
+        "summary": "The endpoint's deliveries, newest first",
+        "parameters": [d.WEBHOOK, d.limit(100, 50), d.CURSOR],
+        "responses": {
+            "200": d.ok(d.ref("DeliveryList"), "A page of deliveries", *d.RATE),
+            **d.errors("400", "404", *d.PROTECTED),
+        },
+    }
+)
 async def list_deliveries(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     limit = query_int(request, "limit", 50, 1, 100)
@@ -139,6 +213,14 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
 @tenant
+@d.doc(
+    {
+        "operationId": "retry_delivery",
+        "summary": "Send a delivery again now (enables a disabled endpoint)",
+        "parameters": [d.WEBHOOK, d.DELIVERY],
+        "responses": {"202": d.ok(d.ref("DeliveryQueued"), "Queued", *d.RATE), **d.NOT_FOUND},
+    }
+)
 async def retry_delivery(request: web.Request) -> web.Response:
     webhook_id = await _own(request)
     delivery_id = request.match_info["delivery_id"]

@@ -24,7 +24,7 @@ async def test_every_route_declares_its_access(settings):
     public = sorted(
         {r.resource.canonical for r in app.router.routes() if declared(r.handler) == PUBLIC}
     )
-    assert public == ["/healthz", "/metrics", "/openapi.json", "/readyz"]
+    assert public == ["/asyncapi.json", "/healthz", "/metrics", "/openapi.json", "/readyz"]
 
 
 async def test_an_undeclared_route_needs_a_key(settings, db, acme):

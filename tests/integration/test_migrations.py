@@ -30,6 +30,9 @@ TABLES = {
     "canonical_form",
     "webhooks",
     "webhook_deliveries",
+    "product_changes",
+    "change_sets",
+    "product_change_horizon",
     "schema_migrations",
 }
 

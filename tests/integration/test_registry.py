@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -100,12 +100,11 @@ async def extended_db(db) -> AsyncIterator[object]:
             await tx.rollback()
 
 
-async def test_the_added_column_is_staged_merged_and_rehashed(extended_db):
-    conn = extended_db
-    info = HeaderInfo(HEADER, registry=EXTENDED)
-    slow = RowValidator(info)
+async def _merge_rows(conn: Any, table: str, records: list[list[str]], attempt: int) -> Any:
+    """Stage ``records`` (read with HEADER) and merge them as run ``attempt``, recorded."""
+    slow = RowValidator(HeaderInfo(HEADER, registry=EXTENDED))
     rows = Recogniser(None, "", ",", attributes=True, registry=EXTENDED)
-    for n, record in enumerate(ROWS, start=2):
+    for n, record in enumerate(records, start=2):
         line = EXTENDED.canonical_line(*slow.clean(record)).encode()
         rows.add_row(n, line, row_hash(line))
     payload = rows.flush([]).payload
@@ -113,19 +112,25 @@ async def test_the_added_column_is_staged_merged_and_rehashed(extended_db):
     async def source() -> AsyncIterator[bytes]:
         yield payload
 
-    await stage.create_stage(conn, "stage_registry", EXTENDED)  # type: ignore[arg-type]
-    await stage.copy_rows(conn, "stage_registry", source(), EXTENDED)  # type: ignore[arg-type]
-    counts = await stage.merge(
-        conn,  # type: ignore[arg-type]
-        "stage_registry",
+    await stage.create_stage(conn, table, EXTENDED)
+    await stage.copy_rows(conn, table, source(), EXTENDED)
+    return await stage.merge(
+        conn,
+        table,
         "FD-REG",
-        "JV-REG",
+        ("JV-REG", attempt),
         snapshot=False,
         gone=None,
         few=False,
         fresh=True,
+        record=True,
         registry=EXTENDED,
     )
+
+
+async def test_the_added_column_is_staged_merged_and_rehashed(extended_db):
+    conn = extended_db
+    counts = await _merge_rows(conn, "stage_registry", ROWS, 1)
     assert counts.inserted == 2
     stored = await conn.fetch(  # type: ignore[attr-defined]
         f"SELECT sku, {EXTENDED.stored_list}, row_hash, sku_hash FROM products ORDER BY sku"
@@ -140,6 +145,19 @@ async def test_the_added_column_is_staged_merged_and_rehashed(extended_db):
     assert await rehash_products(conn, EXTENDED) == 2  # type: ignore[arg-type]
     again = await conn.fetch("SELECT row_hash FROM products ORDER BY sku")  # type: ignore[attr-defined]
     assert [r["row_hash"] for r in again] == [r["row_hash"] for r in stored]
+    # A change of the added column (and of an attribute) is an update that names them.
+    changed = [["Blue", "A-1", "Cap", "1.50", "EUR", "L"], ROWS[1]]
+    counts = await _merge_rows(conn, "stage_registry_2", changed, 2)
+    assert (counts.inserted, counts.updated) == (0, 1)
+    recorded = await conn.fetch(  # type: ignore[attr-defined]
+        "SELECT attempt, sku, change, columns FROM product_changes WHERE job_id = 'JV-REG'"
+        " ORDER BY seq"
+    )
+    assert [tuple(r) for r in recorded] == [
+        (1, "A-1", "inserted", None),
+        (1, "A-2", "inserted", None),
+        (2, "A-1", "updated", ["color", "attributes.size"]),
+    ]
 
 
 async def test_a_canonical_version_bump_rehashes_stored_products(client, acme, consumer, db):

@@ -24,6 +24,10 @@ async def test_old_history_goes_and_a_job_keeps_its_summary(client, acme, consum
         "UPDATE job_runs SET finished_at = now() - interval '40 days' WHERE job_id = $1",
         old["validation_job_id"],
     )
+    await db.execute(  # and so did its first load's change set
+        "UPDATE change_sets SET committed_at = now() - interval '40 days' WHERE job_id = $1",
+        old["validation_job_id"],
+    )
     # Webhook deliveries: an old delivered one goes; an old pending one stays.
     tenant_id = await db.fetchval("SELECT id FROM tenants WHERE name = 'acme'")
     await db.execute(
@@ -42,7 +46,7 @@ async def test_old_history_goes_and_a_job_keeps_its_summary(client, acme, consum
     )
     async with s3_client(settings) as s3:
         counts = await retention.run_pass(db, s3, settings, datetime.now(UTC))
-    assert counts == {"rejections": 1, "runs": 1, "deliveries": 1, "files": 0}
+    assert counts == {"rejections": 1, "runs": 1, "deliveries": 1, "changes": 1, "files": 0}
     left = await db.fetch("SELECT id FROM webhook_deliveries WHERE webhook_id = 'WH00777'")
     assert sorted(r["id"] for r in left) == ["msg_new", "msg_waiting"]
     await db.execute("DELETE FROM webhooks WHERE id = 'WH00777'")
@@ -59,6 +63,15 @@ async def test_old_history_goes_and_a_job_keeps_its_summary(client, acme, consum
         await client.get(f"/jobs/{new['validation_job_id']}/errors", headers=acme)
     ).json()
     assert len(fresh["errors"]) == 1
+    # The old feed's change feed is gone from its start (410), followable from now on; the
+    # new one's is whole.
+    gone = await client.get(f"/feeds/{old['feed_id']}/changes?since=0", headers=acme)
+    assert gone.status == 410
+    assert (await gone.json())["error_code"] == "CHANGES_EXPIRED"
+    latest = await client.get(f"/feeds/{old['feed_id']}/changes?since=latest", headers=acme)
+    assert (await latest.json())["changes"] == []
+    kept = await (await client.get(f"/feeds/{new['feed_id']}/changes", headers=acme)).json()
+    assert [(c["sku"], c["change"]) for c in kept["changes"]] == [("A-1", "inserted")]
 
 
 async def test_file_versions_beyond_the_newest_few_are_deleted(client, acme, db, settings):

@@ -29,7 +29,7 @@ async def _stalled_reader(client, key: str, jv: str) -> asyncio.StreamWriter:
 
 async def test_slow_readers_hold_no_connection(settings, db, acme, globex):
     small = msgspec.structs.replace(
-        settings, db_pool_max=4, max_streams_per_tenant=4, stream_send_timeout_seconds=3.0
+        settings, db_pool_max=4, max_streams_per_tenant=4, stream_send_timeout_seconds=6.0
     )
     async with gateway(small, db) as client, running_consumer(small):
         long_name = "n" * 1000
@@ -49,7 +49,7 @@ async def test_slow_readers_hold_no_connection(settings, db, acme, globex):
             for path in ("/feeds", "/jobs", "/readyz"):
                 resp = await asyncio.wait_for(client.get(path, headers=globex), 5)
                 assert resp.status == 200, (path, resp.status)
-            await asyncio.sleep(4)  # past the send timeout: the stalled clients were dropped
+            await asyncio.sleep(7)  # past the send timeout: the stalled clients were dropped
             again = await client.get(f"/jobs/{jv}/errors", headers={**acme, "Accept": "text/csv"})
             assert again.status == 200
             assert len((await again.read()).splitlines()) == ROWS + 1

@@ -79,3 +79,13 @@ async def one(db: asyncpg.Pool, feed_id: str, sku: str) -> Any | None:
         f"SELECT {_SELECT} FROM products WHERE feed_id = $1 AND sku = $2", feed_id, sku
     )
     return None if row is None else _product(row)
+
+
+async def by_skus(db: asyncpg.Pool, feed_id: str, skus: list[str]) -> dict[str, Any]:
+    """The feed's products of these skus, deleted or not, by sku."""
+    rows = await db.fetch(
+        f"SELECT {_SELECT} FROM products WHERE feed_id = $1 AND sku = ANY($2::text[])",
+        feed_id,
+        skus,
+    )
+    return {r["sku"]: _product(r) for r in rows}

@@ -20,8 +20,9 @@ from service.core.store.rows import many
 
 class MergeCounts(msgspec.Struct):
     inserted: int = 0
-    updated: int = 0
+    updated: int = 0  # revived ones included
     deleted: int = 0
+    revived: int = 0  # of the updated, those that were deleted (counted when recorded)
 
 
 # The advisory lock (two-key form) of sql/0008_hash_sets.sql's trigger.
@@ -133,52 +134,94 @@ async def merge(
     conn: asyncpg.Connection,
     table: str,
     feed_id: str,
-    job_id: str,
+    run: tuple[str, int],
     *,
     snapshot: bool,
     gone: list[int] | None,
     few: bool,
     fresh: bool,
+    record: bool,
     registry: Registry = PRODUCT,
 ) -> MergeCounts:
     """Write the staged rows that differ from the stored ones (changed, revived, new) and,
     for a snapshot, delete the products the file no longer holds: ``gone`` (their row
     hashes) when the worker recognised rows, else every live sku not staged.
 
+    ``run``: the (job id, attempt) writing. ``record``: each product written also becomes
+    a row of ``product_changes`` (its sku, how it changed and, for an update, which columns
+    and attributes differ), written by the same statement as the product.
+
     ``few``: the stage is small beside the feed (a re-run that changed a few rows). The
     merge then looks each staged sku up by the primary key. PostgreSQL's planner prefers
     to hash-join the feed's whole table, which costs 5x more for 1% of a million rows.
     ``fresh``: some staged sku may have no product yet (else the INSERT is skipped)."""
     counts = MergeCounts()
+    job_id, attempt = run
     if few:
         await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
     # A recognising worker stages only rows to write; on the staged path the hash decides.
-    counts.updated = _count(
-        await conn.execute(
-            f"UPDATE products p SET {registry.update_set},"
-            " last_changed_at = statement_timestamp(),"
-            f" deleted_at = NULL FROM {ident(table)} d WHERE p.feed_id = $1 AND p.sku = d.sku"
-            f" AND (p.row_hash <> d.row_hash OR p.deleted_at IS NOT NULL)",
+    set_list = f"{registry.update_set}, last_changed_at = statement_timestamp(), deleted_at = NULL"
+    if record:
+        # The stored row ``o`` is read once, by the key, and updated by its ctid (a TID
+        # scan): its old values give the change list what changed, at no second lookup.
+        counts.updated, counts.revived = await _recorded(
+            conn,
+            f"UPDATE products p SET {set_list} FROM {ident(table)} d"
+            " JOIN products o ON o.feed_id = $1 AND o.sku = d.sku"
+            " WHERE p.ctid = o.ctid AND (o.row_hash <> d.row_hash OR o.deleted_at IS NOT NULL)"
+            " RETURNING p.sku, CASE WHEN o.deleted_at IS NULL THEN 'updated' ELSE 'revived'"
+            f" END AS change, {registry.changed_columns} AS columns",
             feed_id,
+            run,
         )
-    )
-    if fresh:
-        counts.inserted = _count(
+    else:
+        counts.updated = _count(
             await conn.execute(
-                f"INSERT INTO products ({registry.column_list}, feed_id, first_seen_job,"
-                f" last_changed_at) SELECT {registry.column_list}, $1, $2,"
-                f" statement_timestamp() FROM {ident(table)} d"
-                " WHERE NOT EXISTS"
-                " (SELECT 1 FROM products p WHERE p.feed_id = $1 AND p.sku = d.sku)",
+                f"UPDATE products p SET {set_list} FROM {ident(table)} d WHERE p.feed_id = $1"
+                " AND p.sku = d.sku AND (p.row_hash <> d.row_hash OR p.deleted_at IS NOT NULL)",
                 feed_id,
-                job_id,
             )
         )
+    if fresh:
+        insert = (
+            f"INSERT INTO products ({registry.column_list}, feed_id, first_seen_job,"
+            f" first_seen_run, last_changed_at) SELECT {registry.column_list}, $1, $2, $3,"
+            f" statement_timestamp() FROM {ident(table)} d WHERE NOT EXISTS"
+            " (SELECT 1 FROM products p WHERE p.feed_id = $1 AND p.sku = d.sku)"
+        )
+        if record:
+            counts.inserted, _ = await _recorded(
+                conn,
+                f"{insert} RETURNING sku, 'inserted' AS change, NULL::text[] AS columns",
+                feed_id,
+                run,
+            )
+        else:
+            counts.inserted = _count(await conn.execute(insert, feed_id, job_id, attempt))
     if few:
         await conn.execute("RESET enable_hashjoin; RESET enable_mergejoin")
     if snapshot:
-        counts.deleted = await _delete_gone(conn, table, feed_id, gone)
+        counts.deleted = await _delete_gone(conn, table, feed_id, gone, run if record else None)
     return counts
+
+
+async def _recorded(
+    conn: asyncpg.Connection, write: str, feed_id: str, run: tuple[str, int], *args: object
+) -> tuple[int, int]:
+    """Run ``write`` (``$1`` the feed, ``$2``/``$3`` the run, ``$4``... ``args``; RETURNING
+    sku, change and columns) and record what it returns as the run's changes: (rows, of
+    them revived)."""
+    # $2 and $3 must appear in the statement for their types: the write may not use them.
+    row = await conn.fetchrow(
+        f"WITH w AS ({write}), c AS (INSERT INTO product_changes"
+        " (feed_id, job_id, attempt, sku, change, columns)"
+        " SELECT $1, $2::text, $3::integer, sku, change, columns FROM w RETURNING change)"
+        " SELECT count(*) AS n, count(*) FILTER (WHERE change = 'revived') AS revived FROM c",
+        feed_id,
+        *run,
+        *args,
+    )
+    return int(row["n"]), int(row["revived"])
 
 
 _DELETE = (
@@ -188,24 +231,32 @@ _DELETE = (
 
 
 async def _delete_gone(
-    conn: asyncpg.Connection, table: str, feed_id: str, gone: list[int] | None
+    conn: asyncpg.Connection,
+    table: str,
+    feed_id: str,
+    gone: list[int] | None,
+    run: tuple[str, int] | None,
 ) -> int:
+    """Delete what a snapshot no longer holds; ``run``: record each as the run's change."""
     if gone is None:
-        status = await conn.execute(
+        write = (
             f"{_DELETE} WHERE p.feed_id = $1 AND p.deleted_at IS NULL"
-            f" AND NOT EXISTS (SELECT 1 FROM {ident(table)} s WHERE s.sku = p.sku)",
-            feed_id,
+            f" AND NOT EXISTS (SELECT 1 FROM {ident(table)} s WHERE s.sku = p.sku)"
         )
+        args: tuple[object, ...] = ()
     elif gone:
-        status = await conn.execute(
-            f"{_DELETE} FROM unnest($2::bigint[]) AS g(row_hash)"
-            " WHERE p.feed_id = $1 AND p.deleted_at IS NULL AND p.row_hash = g.row_hash",
-            feed_id,
-            gone,
+        write = (
+            f"{_DELETE} FROM unnest(${4 if run else 2}::bigint[]) AS g(row_hash)"
+            " WHERE p.feed_id = $1 AND p.deleted_at IS NULL AND p.row_hash = g.row_hash"
         )
+        args = (gone,)
     else:
         return 0
-    return _count(status)
+    if run is None:
+        return _count(await conn.execute(write, feed_id, *args))
+    returning = f"{write} RETURNING p.sku, 'deleted' AS change, NULL::text[] AS columns"
+    deleted, _ = await _recorded(conn, returning, feed_id, run, *args)
+    return deleted
 
 
 async def snapshot_deletions(conn: asyncpg.Connection, table: str, feed_id: str) -> tuple[int, int]:
