@@ -108,6 +108,8 @@ async def load(
     phases = run.phases
     await stage.lock_feed(conn, run.feed_id)
     chosen = await plan(conn, settings, run)
+    # The feed's last recorded change: what this run records comes after it.
+    floor = await changes.last_seq(conn, run.feed_id) if chosen.record else 0
     # The hash pairs of the rows written, kept aside until the feed's new set is written.
     pairs = Spool() if chosen.config.keep_set else None
     try:
@@ -132,7 +134,7 @@ async def load(
             rows_valid, counts = await _check_and_write(
                 conn, worker, chosen, run, streamed, errors, started, pairs
             )
-            recorded = await _record(conn, chosen, run, counts)
+            recorded = await _record(conn, chosen, run, counts, floor)
             await _warnings(conn, chosen, run, end, header, rows_valid, errors.issues)
     finally:
         if pairs is not None:
@@ -165,7 +167,7 @@ def changes_url(job_id: str, attempt: int) -> str:
 
 
 async def _record(
-    conn: asyncpg.Connection, chosen: Plan, run: ClaimedRun, counts: stage.MergeCounts
+    conn: asyncpg.Connection, chosen: Plan, run: ClaimedRun, counts: stage.MergeCounts, floor: int
 ) -> bool:
     """Close the run's change set (the merge wrote its rows; a first load writes one row
     for them all) and publish one ``feed.changed``; False: nothing recorded."""
@@ -178,6 +180,7 @@ async def _record(
         run.feed_id,
         run.job_id,
         run.attempt,
+        floor,
         {
             "inserted": counts.inserted,
             "updated": counts.updated - counts.revived,

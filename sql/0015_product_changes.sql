@@ -20,9 +20,11 @@ CREATE TABLE product_changes (
     columns  text[],                -- updated/revived: the columns and attributes.<key> that differ
     PRIMARY KEY (feed_id, seq)
 );
-CREATE INDEX product_changes_run ON product_changes (job_id, attempt, seq);
+-- No second index: a run's changes are the feed's seq range its change set names (the feed
+-- lock keeps another run's out of it), read and purged by the primary key.
 
--- One row per run that changed its feed: its range of the change feed and its counts
+-- One row per run that changed its feed: its range of the change feed (first_seq..last_seq,
+-- nothing else of the feed in it) and its counts
 -- (updated excludes revived here; the job's result counts them together).
 CREATE TABLE change_sets (
     job_id        text NOT NULL,

@@ -9,8 +9,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from aiohttp import web
+from msgspec import Meta
 
 from service.core.contracts import (
     ChangeCounts,
@@ -101,12 +103,12 @@ async def job_changes(request: web.Request) -> web.StreamResponse:
     )
     kind = _wanted(request)
     if kind != "json":
-        return await _download(request, job.job_id, job.feed_id, attempt, kind, made is not None)
+        return await _download(request, job.job_id, attempt, kind, made)
     limit = query_int(request, "limit", 100, 1, 1000)
     after = _cursor(request, "cursor") if request.query.get("cursor") else changes.START
     found = []
     if made is not None:
-        found = await changes.run_changes(pool, job.feed_id, job.job_id, attempt, after, limit + 1)
+        found = await changes.run_changes(pool, made, after, limit + 1)
     more = len(found) > limit
     found = found[:limit]
     return json_response(
@@ -140,15 +142,15 @@ def _gone(request: web.Request, job_id: str, attempt: int, finished: datetime | 
 
 
 async def _download(
-    request: web.Request, job_id: str, feed_id: str, attempt: int, kind: str, recorded: bool
+    request: web.Request, job_id: str, attempt: int, kind: str, made: changes.ChangeSet | None
 ) -> web.StreamResponse:
     """Every change of the run, as JSON Lines or CSV, in flat memory."""
     pool = request.app[appkeys.POOL]
 
     async def pages() -> AsyncIterator[list[changes.Change]]:
         after = changes.START
-        while recorded:
-            page = await changes.run_changes(pool, feed_id, job_id, attempt, after, PAGE)
+        while made is not None:
+            page = await changes.run_changes(pool, made, after, PAGE)
             if not page:
                 return
             yield page
@@ -183,8 +185,15 @@ async def _csv_rows(
         ]
 
 
+# A position as this API hands it out: a seq within bigint, a sku as a load admits it.
+CursorValue = tuple[
+    Annotated[int, Meta(ge=0, le=2**63 - 1)],
+    Annotated[str, Meta(max_length=256, pattern="^[^\\x00]*$")],
+]
+
+
 def _cursor(request: web.Request, field: str) -> Position:
-    return decode_cursor(request.query[field], tuple[int, str], field)
+    return decode_cursor(request.query[field], CursorValue, field)  # type: ignore[arg-type]
 
 
 @routes.get("/feeds/{feed_id}/changes")

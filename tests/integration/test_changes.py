@@ -5,6 +5,7 @@ the loads record them in their own transactions (service/core/store/changes.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -264,6 +265,15 @@ async def test_what_cannot_be_listed_says_why(client, acme, globex, consumer, se
     assert missing.status == 404
     bad = await client.get(f"/feeds/{ids['feed_id']}/changes?since=nonsense", headers=acme)
     assert bad.status == 400 and (await bad.json())["details"]["field"] == "since"
+    # Cursors this API never hands out: past bigint, negative, a NUL in the sku.
+    for forged in (b'[99999999999999999999,""]', b'[-1,""]', b'[1,"a\\u0000"]'):
+        cursor = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+        for url in (
+            f"/feeds/{ids['feed_id']}/changes?since={cursor}",
+            f"/jobs/{job_id}/changes?cursor={cursor}",
+        ):
+            resp = await client.get(url, headers=acme)
+            assert resp.status == 400, (forged, url, await resp.text())
     other = await client.get(f"/jobs/{job_id}/changes", headers=globex)
     assert other.status == 404
     # A dry run changes nothing: an empty list, no link.

@@ -57,20 +57,33 @@ async def first_load(conn: asyncpg.Connection, feed_id: str, job_id: str, attemp
     )
 
 
+async def last_seq(conn: asyncpg.Connection, feed_id: str) -> int:
+    """The feed's last change so far (0: none); asked under the feed lock, before a load
+    writes, everything of the feed after it is that load's."""
+    seq: int | None = await conn.fetchval(
+        "SELECT max(seq) FROM product_changes WHERE feed_id = $1", feed_id
+    )
+    return seq or 0
+
+
 async def close_set(
     conn: asyncpg.Connection,
     feed_id: str,
     job_id: str,
     attempt: int,
+    after: int,
     counts: dict[str, int],
 ) -> ChangeSet | None:
-    """Record the run's change set (its range of the feed's change feed, its counts) and
-    announce it: one ``feed.changed`` event (outbox and webhooks). None: nothing changed."""
+    """Record the run's change set: its range of the feed's change feed (every change of
+    the feed after ``after``, the feed's ``last_seq`` before it wrote) and its counts.
+    None: nothing changed."""
     row = await conn.fetchrow(
-        "SELECT min(seq) AS first_seq, max(seq) AS last_seq FROM product_changes"
-        " WHERE job_id = $1 AND attempt = $2",
-        job_id,
-        attempt,
+        "SELECT (SELECT seq FROM product_changes WHERE feed_id = $1 AND seq > $2"
+        "   ORDER BY seq LIMIT 1) AS first_seq,"
+        " (SELECT seq FROM product_changes WHERE feed_id = $1 AND seq > $2"
+        "   ORDER BY seq DESC LIMIT 1) AS last_seq",
+        feed_id,
+        after,
     )
     if row["first_seq"] is None:
         return None
@@ -148,15 +161,16 @@ _FIELDS = "seq, job_id, attempt, sku, change, columns"
 
 
 async def run_changes(
-    db: asyncpg.Pool, feed_id: str, job_id: str, attempt: int, after: Position, limit: int
+    db: asyncpg.Pool, made: ChangeSet, after: Position, limit: int
 ) -> list[Change]:
-    """Up to ``limit`` changes of one run, after ``after``, in the order it made them."""
+    """Up to ``limit`` changes of one run (its set's range), after ``after``, in the order
+    it made them."""
     return await _page(
         db,
-        feed_id,
-        f"SELECT {_FIELDS} FROM product_changes WHERE job_id = $1 AND attempt = $2"
-        " AND seq >= $3 ORDER BY seq LIMIT $4",
-        (job_id, attempt),
+        made.feed_id,
+        f"SELECT {_FIELDS} FROM product_changes WHERE feed_id = $1"
+        " AND seq >= greatest($2::bigint, $4) AND seq <= $3 ORDER BY seq LIMIT $5",
+        (made.feed_id, made.first_seq, made.last_seq),
         after,
         limit,
     )
@@ -252,7 +266,7 @@ async def delete_old_changes(conn: asyncpg.Connection, before: datetime, batch: 
     gone = 0
     async with conn.transaction():
         sets = await conn.fetch(
-            "SELECT feed_id, job_id, attempt, last_seq FROM change_sets"
+            "SELECT feed_id, job_id, attempt, first_seq, last_seq FROM change_sets"
             " WHERE committed_at < $1 ORDER BY committed_at LIMIT 10",
             before,
         )
@@ -266,9 +280,10 @@ async def delete_old_changes(conn: asyncpg.Connection, before: datetime, batch: 
             )
             status = await conn.execute(
                 "DELETE FROM product_changes WHERE ctid = ANY(ARRAY(SELECT ctid"
-                " FROM product_changes WHERE job_id = $1 AND attempt = $2 LIMIT $3))",
-                s["job_id"],
-                s["attempt"],
+                " FROM product_changes WHERE feed_id = $1 AND seq BETWEEN $2 AND $3 LIMIT $4))",
+                s["feed_id"],
+                s["first_seq"],
+                s["last_seq"],
                 batch - gone,
             )
             deleted = int(status.split()[-1])
