@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import typing
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
@@ -589,17 +590,7 @@ DeadLetterCode = Literal[
     "INVALID_EVENT",  # an S3 event document that does not fit (jobs.s3events)
     "INTERNAL_ERROR",
 ]
-DEAD_LETTER_CODES: tuple[str, ...] = (
-    "INVALID_JSON",
-    "INVALID_MESSAGE",
-    "MESSAGE_TOO_LARGE",
-    "UNKNOWN_JOB",
-    "UNKNOWN_FEED",
-    "JOB_NOT_RUNNABLE",
-    "FEED_NOT_READY",
-    "INVALID_EVENT",
-    "INTERNAL_ERROR",
-)
+DEAD_LETTER_CODES: tuple[str, ...] = typing.get_args(DeadLetterCode)
 
 
 class ChangeLinks(Struct):

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from service.core.contracts import DEAD_LETTER_CODES, JOB_ERROR_CODES, DeadLetterCode, JobErrorCode
+from service.core.contracts import JOB_ERROR_CODES, JobErrorCode
 from service.core.s3 import parse_s3_uri
 from service.core.s3_access import may_read, normalise_prefix, upload_uri
 
@@ -54,7 +54,3 @@ def test_prefixes_are_whole_folders(value, expected):
 def test_bad_prefixes_are_refused(value):
     with pytest.raises(ValueError):
         normalise_prefix(value)
-
-
-def test_every_dead_letter_code_is_listed():
-    assert typing.get_args(DeadLetterCode) == DEAD_LETTER_CODES
