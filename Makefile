@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run migrate test unit lint format bench soak clean clean-data
+.PHONY: install run migrate test test-cluster unit lint format bench soak clean clean-data
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ migrate: install
 
 test: install         ## the whole suite against the real PostgreSQL, RabbitMQ and S3 server
 	$(PY) -m pytest
+
+test-cluster: install ## clusters the tests start and own (3 RabbitMQ nodes; PostgreSQL primary + standby)
+	$(PY) -m pytest tests/cluster
 
 unit: install
 	$(PY) -m pytest tests/unit

@@ -114,11 +114,11 @@ class Consumer:
 
     async def _session(self) -> None:
         """One AMQP session: topology, consume, until the connection drops."""
-        connection, lost = await open_connection(self.settings.amqp_url)
+        connection, lost = await open_connection(self.settings.amqp_url, "feedjobs consumer")
         try:
             channel = await connection.channel()
+            topo = await declare_topology(channel, self.names)  # may reopen the channel
             await channel.set_qos(prefetch_count=self.settings.consumer_concurrency)
-            topo = await declare_topology(channel, self.names)
             publish_channel = await connection.channel(publisher_confirms=True)
             self._dlx = await publish_channel.get_exchange(self.names.dlx)
             self._queue = topo["run_queue"]

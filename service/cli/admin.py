@@ -15,7 +15,7 @@ import aio_pika
 import asyncpg
 import msgspec
 
-from service.core.bus import Names, copy_message, declare_topology
+from service.core.bus import Names, connect, copy_message, declare_topology
 from service.core.s3 import head, parse_s3_uri, s3_client
 from service.core.settings import Settings
 from service.core.store import admin as admin_store
@@ -81,7 +81,7 @@ async def revoke_key(settings: Settings, args: argparse.Namespace) -> int:
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     """List (``replay=False``) or re-publish dead letters, oldest first."""
     names = Names(settings.amqp_prefix)
-    conn = await aio_pika.connect(settings.amqp_url, timeout=10)
+    conn = await connect(settings.amqp_url, "feedjobs admin")
     try:
         channel = await conn.channel(publisher_confirms=True)
         topo = await declare_topology(channel, names)
@@ -137,7 +137,7 @@ async def notify_s3_object(settings: Settings, args: argparse.Namespace) -> int:
             },
         },
     }
-    conn = await aio_pika.connect(settings.amqp_url, timeout=10)
+    conn = await connect(settings.amqp_url, "feedjobs admin")
     try:
         channel = await conn.channel(publisher_confirms=True)
         topo = await declare_topology(channel, Names(settings.amqp_prefix))

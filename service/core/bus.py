@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import random
+import socket
+import time
+import urllib.parse
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -13,7 +20,11 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from service.core.logs import get_logger
+
+log = get_logger(__name__)
 DELIVERY_LIMIT = 5
+CONNECT_TIMEOUT = 10.0  # one node's TCP connect and AMQP handshake
 
 
 class Names:
@@ -34,7 +45,7 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
     """Delete every queue and exchange under ``prefix``, messages included: what tests and
     benchmarks do when they are done with a prefix of their own."""
     names = Names(prefix)
-    conn = await aio_pika.connect(amqp_url)
+    conn = await connect(amqp_url)
     try:
         channel = await conn.channel()
         for queue in (names.run_queue, names.dead_queue, names.s3_queue):
@@ -45,18 +56,40 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
         await conn.close()
 
 
+# A work queue's arguments. At-least-once dead-lettering (RabbitMQ 3.10+, quorum queues)
+# keeps a message in its queue until the dead-letter queue has confirmed it, so a node lost
+# mid-way loses no dead letter; it needs overflow reject-publish.
+WORK_QUEUE_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": DELIVERY_LIMIT,
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+# What a work queue declared by a version before at-least-once dead-lettering holds.
+LEGACY_ARGUMENT_NAMES = ("x-queue-type", "x-delivery-limit")
+
+
 async def _work_queue(channel: AbstractChannel, name: str, dlx: str) -> AbstractQueue:
     """A quorum queue consumers work from: redelivered at most DELIVERY_LIMIT times, then
-    dead-lettered (a last resort: the consumer settles every message itself)."""
-    return await channel.declare_queue(
-        name,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": dlx,
-        },
-    )
+    dead-lettered at least once (a last resort: the consumer settles every message itself).
+
+    A queue declared by an earlier version keeps its arguments (RabbitMQ refuses to change
+    them in place): it is used as it is, with a warning naming the policy that upgrades it.
+    """
+    arguments = {**WORK_QUEUE_ARGUMENTS, "x-dead-letter-exchange": dlx}
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+        log.warning(
+            "amqp_queue_arguments_outdated",
+            queue=name,
+            error=str(exc)[:300],
+            advice="apply a policy with dead-letter-strategy=at-least-once and "
+            "overflow=reject-publish to this queue (docs/operations.md)",
+        )
+    await channel.reopen()  # the refusal closed the channel
+    legacy = {k: arguments[k] for k in (*LEGACY_ARGUMENT_NAMES, "x-dead-letter-exchange")}
+    return await channel.declare_queue(name, durable=True, arguments=legacy)
 
 
 async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, Any]:
@@ -85,14 +118,83 @@ async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, 
     }
 
 
-async def open_connection(url: str) -> tuple[AbstractConnection, asyncio.Event]:
-    """A plain (not self-healing) AMQP connection and an event set when it closes.
+def broker_nodes(amqp_url: str) -> list[str]:
+    """The broker nodes ``AMQP_URL`` names: one URL, or several comma-separated (the nodes
+    of one cluster, in any order)."""
+    return [u.strip() for u in amqp_url.split(",") if u.strip()]
+
+
+def node_label(url: str) -> str:
+    """``host:port`` of a node's URL, for logs (never its credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5672}"
+
+
+# When each node was last refused or lost, in this process: such a node is tried after the
+# others, so a reconnect after a node's loss goes straight to a live one.
+_suspects: dict[str, float] = {}
+
+# A node refusing or dropping the connection, or not answering in CONNECT_TIMEOUT.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+)
+
+
+def _lost(node: str, _sender: object = None, exc: object = None) -> None:
+    # Our own close() passes a bare ConnectionClosed; the server's has a code and a reason.
+    if isinstance(exc, aiormq.exceptions.ConnectionClosed) and not exc.args:
+        return
+    _suspects[node] = time.monotonic()
+
+
+def _in_order(nodes: list[str]) -> list[str]:
+    """Nodes never lost first, in random order (clients spread over the cluster), then
+    the lost ones, the longest ago first."""
+    fresh = [n for n in nodes if n not in _suspects]
+    random.shuffle(fresh)
+    return fresh + sorted((n for n in nodes if n in _suspects), key=_suspects.__getitem__)
+
+
+async def connect(amqp_url: str, name: str = "feedjobs") -> AbstractConnection:
+    """A connection to the first node of ``amqp_url`` that answers, named for the broker's
+    operators ``<name> <host>:<pid>`` (``rabbitmqctl list_connections client_properties``,
+    the management UI). With one node, its own error is raised; with several, a
+    ConnectionError naming each node's."""
+    nodes = broker_nodes(amqp_url)
+    label = f"{name} {socket.gethostname()}:{os.getpid()}"
+    errors: list[str] = []
+    for node in _in_order(nodes):
+        try:
+            connection = await aio_pika.connect(
+                node, timeout=CONNECT_TIMEOUT, client_properties={"connection_name": label}
+            )
+        except UNREACHABLE as exc:
+            _lost(node, None, exc)
+            if len(nodes) == 1:
+                raise
+            errors.append(f"{node_label(node)}: {type(exc).__name__}: {exc}"[:200])
+            continue
+        _suspects.pop(node, None)
+        if len(nodes) > 1:
+            log.info("amqp_node_connected", node=node_label(node), nodes=len(nodes), name=name)
+        connection.close_callbacks.add(functools.partial(_lost, node))
+        return connection
+    raise ConnectionError("no broker node answered: " + "; ".join(errors))
+
+
+async def open_connection(url: str, name: str) -> tuple[AbstractConnection, asyncio.Event]:
+    """A plain (not self-healing) AMQP connection to a live node of ``url`` and an event set
+    when it closes.
 
     Reconnecting is the caller's loop (``service.core.retry.retry_forever``): one place decides
     what to redo after a drop (topology, consumers, readiness), instead of aio-pika's robust
-    connection restoring channels behind the code's back.
+    connection restoring channels behind the code's back. Its next connection goes to another
+    node first, if ``url`` names several.
     """
-    connection = await aio_pika.connect(url, timeout=10)
+    connection = await connect(url, name)
     lost = asyncio.Event()
     connection.close_callbacks.add(lambda *_: lost.set())
     return connection, lost

@@ -61,7 +61,7 @@ class OutboxRelay:
         await retry_forever("outbox_relay", self._session)
 
     async def _session(self) -> None:
-        connection, lost = await open_connection(self.amqp_url)
+        connection, lost = await open_connection(self.amqp_url, "feedjobs outbox-relay")
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             ex = await declare_topology(channel, self.names)

@@ -83,6 +83,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     demo_api_key: str | None = None
     dev_data_dir: str = ".data"  # make run: where the embedded S3's objects are kept
 
+    def __post_init__(self) -> None:
+        nodes = [u.strip() for u in self.amqp_url.split(",") if u.strip()]
+        if not nodes or not all(n.startswith(("amqp://", "amqps://")) for n in nodes):
+            raise ValueError(
+                "AMQP_URL must be one amqp:// or amqps:// URL, or several comma-separated"
+                " (the nodes of one cluster)"
+            )
+
 
 # Environment variable -> field; every field is reachable by its upper-case name.
 ENV_NAMES: dict[str, str] = {f.upper(): f for f in Settings.__struct_fields__}
@@ -107,8 +115,8 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     except msgspec.ValidationError as exc:
         # msgspec says "... - at `$.http_port`": name the variable instead.
         text = str(exc)
-        name = "?"
-        if "`$." in text:
-            name = text.split("`$.", 1)[1].split("`", 1)[0].upper()
-            text = text.split(" - at ", 1)[0]
+        if "`$." not in text:  # a rule across fields (__post_init__) names its own
+            raise ConfigError(f"invalid setting: {text}") from exc
+        name = text.split("`$.", 1)[1].split("`", 1)[0].upper()
+        text = text.split(" - at ", 1)[0]
         raise ConfigError(f"invalid setting {name}: {text}") from exc

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import IO
 
 import aio_pika
 import asyncpg
@@ -53,11 +54,13 @@ def consumer_process(
     new_session: bool = False,
     module: str = "consumer",
     logs: bool = False,
+    log_file: IO[bytes] | None = None,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """``python -m consumer`` (or ``service``: the gateway) as its own process, configured
     like ``settings``; ``logs``: its output (JSON log lines, any traceback) kept for the test
-    to read with ``communicate()``."""
+    to read with ``communicate()``; ``log_file``: written there instead, for a long test
+    (a pipe nobody reads while it runs would fill and block the process)."""
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -72,8 +75,8 @@ def consumer_process(
     return subprocess.Popen(
         [sys.executable, "-m", module],
         env=env,
-        stdout=subprocess.PIPE if logs else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT if logs else None,
+        stdout=log_file or (subprocess.PIPE if logs else subprocess.DEVNULL),
+        stderr=subprocess.STDOUT if logs or log_file else None,
         start_new_session=new_session,
     )
 
