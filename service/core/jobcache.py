@@ -24,6 +24,9 @@ class JobCache:
         self._size = size
         self.changes = 0  # invalidations so far: a fill started before one is not kept
         self.enabled = False
+        # The newest version of each job this gateway has read, kept across invalidations
+        # and resets: a job read from a standby (the primary down) must not be older.
+        self._seen: OrderedDict[str, int] = OrderedDict()
 
     def get(self, job_id: str, tenant_id: int) -> JobRecord | None:
         """The cached row, if any and if it is this tenant's (else None: read the database)."""
@@ -33,8 +36,17 @@ class JobCache:
         self._rows.move_to_end(job_id)
         return entry[1]
 
+    def seen_version(self, job_id: str) -> int:
+        """The newest version of the job read so far (0: none)."""
+        return self._seen.get(job_id, 0)
+
     def put(self, job_id: str, tenant_id: int, row: JobRecord, seen: int) -> None:
         """Keep ``row``, read after ``changes`` was ``seen``, unless something changed since."""
+        if row.version > self._seen.get(job_id, 0):
+            self._seen[job_id] = row.version
+            self._seen.move_to_end(job_id)
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
         if not self.enabled or seen != self.changes:
             return
         self._rows[job_id] = (tenant_id, row)

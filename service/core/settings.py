@@ -17,6 +17,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     database_url: str = "postgresql://postgres@127.0.0.1:5432/feedjobs"
+    # A hot standby of DATABASE_URL's server for the gateway's lists, pages and downloads
+    # (service/core/replica.py); unset: every read goes to the primary.
+    database_read_url: str | None = None
+    max_replica_lag_seconds: float = 5.0  # a standby further behind is not read
+    replica_wait_seconds: float = 0.2  # a read waits this long for the standby to catch up
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_prefix: str = ""
     s3_endpoint_url: str | None = None

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from service.core import s3
@@ -15,7 +16,8 @@ from service.core.listener import JobWatcher
 from service.core.logs import get_logger
 from service.core.migrate import migrate
 from service.core.outbox import OutboxRelay
-from service.core.retry import until_reachable
+from service.core.replica import Reads
+from service.core.retry import retry_forever, until_reachable
 from service.core.s3 import ensure_bucket, s3_client
 from service.core.settings import Settings
 from service.gateway import (
@@ -68,8 +70,24 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     async with pool.acquire() as conn:
         await migrate(conn)
     app[appkeys.POOL] = pool
+    standby = None
+    if settings.database_read_url:  # no connection yet: a standby that is down is fine
+        standby = await asyncpg.create_pool(
+            settings.database_read_url, min_size=0, max_size=settings.db_pool_max
+        )
+    reads = Reads(
+        pool,
+        standby,
+        max_lag_seconds=settings.max_replica_lag_seconds,
+        wait_seconds=settings.replica_wait_seconds,
+        on_read=app[METRICS].count_read,
+    )
+    app[appkeys.READS] = reads
+    app[appkeys.WATCHER].on("job_changed", reads.changed)
     yield
     await pool.close()
+    if standby is not None:
+        await standby.close()
 
 
 async def _s3(app: web.Application) -> AsyncIterator[None]:
@@ -99,6 +117,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     watcher.on("outbox", relay.wake)
     _supervise(app, "listener", watcher.run())
     _supervise(app, "outbox_relay", relay.run())
+    if app[appkeys.READS].standby is not None:
+        _supervise(
+            app, "replica_monitor", retry_forever("replica_monitor", app[appkeys.READS].monitor)
+        )
     yield
     for task in app[BACKGROUND]:
         task.cancel()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import TypeVar
 
-import asyncpg
-
 from service.core.errors import Unauthorized
+from service.core.replica import Reads
 from service.core.store import keys as keys_store
 from service.core.store.keys import Principal
 
@@ -49,7 +48,7 @@ class KeyCache:
             return False
         return self._seen.get(keys_store.hash_key(key), 0.0) > time.monotonic()
 
-    async def authenticate(self, pool: asyncpg.Pool, key: str | None) -> Principal:
+    async def authenticate(self, reads: Reads, key: str | None) -> Principal:
         if not key:
             raise Unauthorized()
         digest = keys_store.hash_key(key)
@@ -59,7 +58,8 @@ class KeyCache:
             return hit[1]
         if self._unknown.get(digest, 0.0) > now:
             raise Unauthorized()
-        principal = await keys_store.lookup(pool, digest)
+        # the primary (a key just revoked is refused), the standby while it is down
+        principal = await reads.primary_first(lambda db: keys_store.lookup(db, digest))
         if principal is None:
             _remember(self._unknown, digest, now + self.unknown_ttl)
             raise Unauthorized()

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -60,6 +60,21 @@ class Metrics:
         self.long_polls = Gauge(
             "feedjobs_long_polls_waiting", "Requests held by ?wait", registry=self.registry
         )
+        self.reads = Counter(
+            "feedjobs_db_reads",
+            "Lists, pages and downloads read, by the server that answered (DATABASE_READ_URL)",
+            ["server"],
+            registry=self.registry,
+        )
+        self._read_children = {s: self.reads.labels(s) for s in ("primary", "standby")}
+        self.replica_lag = Gauge(
+            "feedjobs_replica_lag_seconds",
+            "How long ago the primary was where the standby is now",
+            registry=self.registry,
+        )
+
+    def count_read(self, server: str) -> None:
+        self._read_children[server].inc()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)

@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import MatchInfoError
 
 from service.core.contracts import ErrorBody, encode
-from service.core.db import UNREACHABLE
 from service.core.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
@@ -24,6 +23,7 @@ from service.core.errors import (
 )
 from service.core.ids import is_correlation_id
 from service.core.logs import ACCESS, get_logger
+from service.core.replica import GONE
 from service.core.store.keys import Principal
 from service.gateway import appkeys, inputs
 from service.gateway.access import PUBLIC, declared
@@ -104,15 +104,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     """The handler's response, or the error body of what it raised (3xx are re-raised)."""
     try:
-        return await handler(request)
+        response = await handler(request)
+        if request.method not in ("GET", "HEAD") and 200 <= response.status < 300:
+            request.app[appkeys.READS].wrote()  # the primary took a write: it is up
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error_response(_translate_http(exc), request_id)
     except ServiceError as exc:
         return error_response(exc, request_id)
-    except UNREACHABLE as exc:  # PostgreSQL (or S3) not reachable: 503, not 500
+    except GONE as exc:  # PostgreSQL (or S3) not reachable: 503, not 500
+        reads = request.app[appkeys.READS]
+        if request.method in ("GET", "HEAD") and reads.standby_failed(exc):
+            # read from a standby that went away: the same request again, on the primary
+            return await _answer(request, handler, request_id)
         log.warning("database_unavailable", error=str(exc))
+        reads.poke()  # the next read goes to a server that answers
         database = isinstance(exc, asyncpg.PostgresConnectionError)
         what = "The database" if database else "A backing service"
         return error_response(Unavailable.not_reachable(what), request_id)
@@ -196,7 +204,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             # guess checked at all (a right one gets 429 too). Keys that worked within the
             # hour skip this, so their owners behind the same address keep working.
             _take(app[appkeys.BAD_KEY_LIMITER], request.remote or "?", "unrecognised API keys")
-        p = await keys.authenticate(app[appkeys.POOL], key)
+        p = await keys.authenticate(app[appkeys.READS], key)
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(tenant=p.tenant)
     limiter = app[appkeys.LIMITER]
@@ -212,6 +220,12 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     headers["RateLimit-Remaining"] = str(remaining)
     headers["RateLimit-Reset"] = "0"
     return response
+
+
+async def read_pool(request: web.Request) -> asyncpg.Pool:
+    """Where a list, a page or a download reads from: the standby when it is current enough
+    (DATABASE_READ_URL, service/core/replica.py), else the primary."""
+    return await request.app[appkeys.READS].pool()
 
 
 def _needs_key(request: web.Request) -> bool:

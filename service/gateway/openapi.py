@@ -79,7 +79,8 @@ EXTRA_SCHEMAS: dict[str, Any] = {
     "Readiness": {
         "type": "object",
         "properties": {
-            "status": {"enum": ["ready", "unavailable"]},
+            # read-only: the primary is down and the standby (DATABASE_READ_URL) answers reads
+            "status": {"enum": ["ready", "read-only", "unavailable"]},
             "checks": {"type": "object", "additionalProperties": d.STR},
         },
         "required": ["status", "checks"],

@@ -18,6 +18,7 @@ from aiohttp import web
 from service.core.logs import get_logger
 from service.core.store import rejections
 from service.gateway import appkeys
+from service.gateway.middleware import read_pool
 
 log = get_logger(__name__)
 PAGE_ROWS = 2000
@@ -48,7 +49,7 @@ async def _pages(
 
 async def csv_report(request: web.Request, job_id: str, tenant_id: int) -> web.StreamResponse:
     """Every rejection of the latest run as CSV (flat memory, no connection held)."""
-    pool = request.app[appkeys.POOL]
+    pool = await read_pool(request)
     attempt = await rejections.latest_errors_attempt(pool, job_id)
     return await stream(
         request,

@@ -30,7 +30,7 @@ from service.gateway import apidoc as d
 from service.gateway import appkeys, report
 from service.gateway.access import tenant
 from service.gateway.bodies import decode_cursor, encode_cursor, json_response, query_int
-from service.gateway.middleware import principal
+from service.gateway.middleware import principal, read_pool
 from service.gateway.routes_feeds import own_feed
 from service.gateway.routes_jobs import MAX_WAIT, load_job
 
@@ -83,7 +83,7 @@ def _run_change(c: changes.Change) -> RunChange:
 )
 async def job_changes(request: web.Request) -> web.StreamResponse:
     job = await load_job(request, request.match_info["job_id"])
-    pool = request.app[appkeys.POOL]
+    pool = await read_pool(request)
     attempt = query_int(request, "run", job.attempt, 1, 2**31 - 1) if job.attempt else 0
     run = await changes.run_of(pool, job.job_id, attempt)
     if run is None:
@@ -145,7 +145,7 @@ async def _download(
     request: web.Request, job_id: str, attempt: int, kind: str, made: changes.ChangeSet | None
 ) -> web.StreamResponse:
     """Every change of the run, as JSON Lines or CSV, in flat memory."""
-    pool = request.app[appkeys.POOL]
+    pool = await read_pool(request)
 
     async def pages() -> AsyncIterator[list[changes.Change]]:
         after = changes.START
@@ -221,7 +221,7 @@ def _cursor(request: web.Request, field: str) -> Position:
 )
 async def feed_changes(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
-    pool = request.app[appkeys.POOL]
+    pool = await read_pool(request)
     limit = query_int(request, "limit", 100, 1, 1000)
     wait = query_int(request, "wait", 0, 0, MAX_WAIT)
     since = request.query.get("since") or "0"
@@ -242,6 +242,7 @@ async def feed_changes(request: web.Request) -> web.Response:
     found = await changes.feed_changes(pool, feed_id, after, limit + 1)
     if not found and wait:
         found = await _wait(request, feed_id, after, limit + 1, wait)
+        pool = await read_pool(request)  # one that has what woke us
     more = len(found) > limit
     found = found[:limit]
     products = await catalog.by_skus(pool, feed_id, sorted({c.sku for c in found}))
@@ -273,8 +274,8 @@ async def _wait(
 ) -> list[changes.Change]:
     """Hold until the feed has a change after ``after`` or time's up. A load commits its
     changes with its validation job's completion, whose NOTIFY wakes us."""
-    pool, watcher = request.app[appkeys.POOL], request.app[appkeys.WATCHER]
-    feed = await feeds_store.get_feed_row(pool, feed_id)
+    watcher = request.app[appkeys.WATCHER]
+    feed = await feeds_store.get_feed_row(await read_pool(request), feed_id)
     assert feed is not None  # owned: checked
     deadline = time.monotonic() + seconds
     while True:
@@ -285,6 +286,6 @@ async def _wait(
             await watcher.wait(feed.validation_job_id, remaining)
         else:  # no notifications to wait for: a slow re-read
             await asyncio.sleep(min(1.0, remaining))
-        found = await changes.feed_changes(pool, feed_id, after, limit)
+        found = await changes.feed_changes(await read_pool(request), feed_id, after, limit)
         if found:
             return found

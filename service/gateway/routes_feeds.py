@@ -50,7 +50,7 @@ from service.gateway import apidoc as d
 from service.gateway import appkeys
 from service.gateway.access import tenant
 from service.gateway.bodies import json_response, list_query, page, query_int, query_tags, read_json
-from service.gateway.middleware import principal
+from service.gateway.middleware import principal, read_pool
 from service.gateway.uploads import UploadBody, check_upload_type
 
 log = get_logger(__name__)
@@ -413,7 +413,7 @@ async def list_feeds(request: web.Request) -> web.Response:
     limit = listing.limit
     tags, all_tags = query_tags(request)
     rows, total = await feeds_store.list_feeds(
-        request.app[appkeys.POOL],
+        await read_pool(request),
         principal(request).tenant_id,
         status=status,
         cursor=listing.after,
@@ -473,8 +473,8 @@ async def update_feed(request: web.Request) -> web.StreamResponse:
 async def own_feed(request: web.Request) -> str:
     feed_id = request.match_info["feed_id"]
     p = principal(request)
-    if not ids.is_feed_id(feed_id) or not await feeds_store.owned(
-        request.app[appkeys.POOL], feed_id, p.tenant_id
+    if not ids.is_feed_id(feed_id) or not await request.app[appkeys.READS].primary_first(
+        lambda db: feeds_store.owned(db, feed_id, p.tenant_id)
     ):
         raise FeedNotFound(feed_id)
     return feed_id

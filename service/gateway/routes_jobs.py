@@ -29,6 +29,7 @@ from service.core.errors import (
     JobNotCancellable,
     JobNotFound,
     JobNotRunnable,
+    Unavailable,
     UnsupportedMediaType,
 )
 from service.core.logs import get_logger
@@ -53,7 +54,7 @@ from service.gateway.bodies import (
     read_limited,
 )
 from service.gateway.jobs_view import etag_matches, etag_of, is_terminal, job_response, job_view
-from service.gateway.middleware import REQUEST_ID, principal
+from service.gateway.middleware import REQUEST_ID, principal, read_pool
 
 log = get_logger(__name__)
 routes = web.RouteTableDef()
@@ -70,9 +71,18 @@ async def load_job(request: web.Request, job_id: str) -> JobRecord:
     row = cache.get(job_id, tenant_id)
     if row is None:
         seen = cache.changes
-        row = await jobs_store.get_job(request.app[appkeys.POOL], job_id, tenant_id)
+        reads = request.app[appkeys.READS]
+        row = await reads.primary_first(lambda db: jobs_store.get_job(db, job_id, tenant_id))
+        reads.changed()  # what the client sees now, a standby read must not be behind
         if row is None:
             raise JobNotFound(job_id)
+        if row.version < cache.seen_version(job_id):
+            # read from a standby (the primary is down) that has not replayed this far
+            raise Unavailable(
+                f"Job {job_id} is ahead of the standby answering while the database's"
+                " primary is down; try again shortly",
+                headers={"Retry-After": "2"},
+            )
         cache.put(job_id, tenant_id, row, seen)
     return row
 
@@ -176,7 +186,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     limit = listing.limit
     tags, all_tags = query_tags(request)
     rows, total = await jobs_store.list_jobs(
-        request.app[appkeys.POOL],
+        await read_pool(request),
         principal(request).tenant_id,
         statuses=statuses,
         job_type=job_type,
@@ -258,6 +268,7 @@ async def run_job(request: web.Request) -> web.Response:
         if idem_key is not None:
             await idempotency.remember(conn, p.tenant_id, idem_key, request_hash, accepted)
     request.app[appkeys.WATCHER].cache.invalidate(job_id)  # read your writes, before any NOTIFY
+    request.app[appkeys.READS].wrote()  # ... from the primary, which took this one
     log.info("run_requested", job_id=job_id, attempt=attempt, wait_s=wait)
     if wait:
         row = await load_job(request, job_id)
@@ -381,7 +392,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_runs(request: web.Request) -> web.Response:
     row = await load_job(request, request.match_info["job_id"])
 
-    runs = await jobs_store.list_runs(request.app[appkeys.POOL], row.job_id)
+    runs = await jobs_store.list_runs(await read_pool(request), row.job_id)
     return json_response(RunList(job_id=row.job_id, runs=runs))
 
 
@@ -416,7 +427,7 @@ async def job_errors(request: web.Request) -> web.StreamResponse:
     if _wants_csv(request):
         return await report.csv_report(request, row.job_id, principal(request).tenant_id)
     limit = query_int(request, "limit", 100, 1, 1000)
-    pool = request.app[appkeys.POOL]
+    pool = await read_pool(request)
     if request.query.get("cursor"):
         attempt, line, ordinal = decode_cursor(request.query["cursor"], tuple[int, int, int])
         after = (line, ordinal)

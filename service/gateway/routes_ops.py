@@ -37,7 +37,8 @@ async def healthz(_request: web.Request) -> web.Response:
 @d.doc(
     {
         "operationId": "readyz",
-        "summary": "Ready: PostgreSQL, RabbitMQ and LISTEN are up",
+        "summary": "Ready: PostgreSQL, RabbitMQ and LISTEN are up (read-only: the primary"
+        " is down and the standby answers reads)",
         "security": [],
         "responses": {
             "200": d.ok(d.ref("Readiness"), "Ready"),
@@ -57,8 +58,14 @@ async def readyz(request: web.Request) -> web.Response:
     checks["rabbitmq"] = "ok" if health.get("relay") and health["relay"].connected else "down"
     checks["listener"] = "ok" if request.app[appkeys.WATCHER].connected.is_set() else "down"
     ready = all(v == "ok" for v in checks.values())
+    reads = request.app[appkeys.READS]
+    replica = reads.status()  # {} without DATABASE_READ_URL; never what makes us not ready
+    status = "ready" if ready else "unavailable"
+    if not ready and replica.get("reads") == "standby" and not reads.primary_up:
+        # The primary is down, the standby answers: polls and lists are served, writes 503.
+        status, ready = "read-only", True
     return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": status, "checks": {**checks, **replica}},
         status=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )
@@ -79,6 +86,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     await m.refresh(request.app[appkeys.POOL], request.app[appkeys.WATCHER].waiting)
+    m.replica_lag.set(request.app[appkeys.READS].lag_seconds)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -9,7 +9,6 @@ from service.core.contracts import ProductList
 from service.core.errors import InvalidRequest, ProductNotFound
 from service.core.store import catalog
 from service.gateway import apidoc as d
-from service.gateway import appkeys
 from service.gateway.access import tenant
 from service.gateway.bodies import (
     decode_cursor,
@@ -18,6 +17,7 @@ from service.gateway.bodies import (
     query_int,
     query_time,
 )
+from service.gateway.middleware import read_pool
 from service.gateway.routes_feeds import own_feed
 
 routes = web.RouteTableDef()
@@ -66,7 +66,7 @@ async def list_products(request: web.Request) -> web.Response:
     q = request.query
     after = decode_cursor(q["cursor"], str) if q.get("cursor") else None
     rows = await catalog.page(
-        request.app[appkeys.POOL],
+        await read_pool(request),
         feed_id,
         after=after,
         limit=limit + 1,
@@ -94,7 +94,7 @@ async def list_products(request: web.Request) -> web.Response:
 async def get_product(request: web.Request) -> web.Response:
     feed_id = await own_feed(request)
     sku = request.match_info["sku"]
-    product = await catalog.one(request.app[appkeys.POOL], feed_id, sku)
+    product = await catalog.one(await read_pool(request), feed_id, sku)
     if product is None:
         raise ProductNotFound(
             f"Feed {feed_id} has no product {sku[:80]!r}",
