@@ -38,7 +38,7 @@ format: install
 	$(VENV)/bin/ruff check --fix service consumer tests bench
 	$(VENV)/bin/ruff format service consumer tests bench
 
-bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON in bench/results/
+bench: install        ## the benchmarks of benchmarks.md and the fleet of scaling.md; JSON in bench/results/
 	$(PY) bench/run.py
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
 	  || echo "bench: wrk not installed; the gateway bench uses its Python load generator"
@@ -46,6 +46,7 @@ bench: install        ## the benchmarks of benchmarks.md; tables on stdout, JSON
 	$(PY) bench/recovery.py
 	$(PY) bench/scheduler.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/fleet.py
 
 SOAK_MINUTES ?= 5
 soak: install         ## 2 gateways + 2 consumers under random cuts and kills, then the invariants

@@ -26,13 +26,13 @@ from consumer.progress import (
     ms_since,
 )
 from consumer.session import Spawner
-from service.core import s3
+from service.core import s3, s3_events
 from service.core.contracts import EffectiveOptions, JobError, ValidationResult, job_error_code
 from service.core.errors import InvalidRequest, JobFailure
 from service.core.logs import get_logger
 from service.core.retry import TRANSIENT
 from service.core.s3 import S3Uri, head, parse_s3_uri
-from service.core.s3_access import may_read
+from service.core.s3_access import may_watch
 from service.core.settings import Settings
 from service.core.store import lifecycle, runs, s3_prefixes
 from service.core.store import products as stage
@@ -154,14 +154,8 @@ def _summary(r: ValidationResult) -> str:
 async def _load(
     deps: Deps, run: ClaimedRun, started: float, activity: Activity
 ) -> tuple[ValidationResult, str, int]:
-    uri = await _readable_uri(deps, run)
-    info = await head(deps.s3, uri) if uri else None
-    if uri is None or info is None:
-        raise JobFailure(
-            "FILE_NOT_FOUND",
-            f"The feed's file {run.feed.s3_uri} does not exist",
-            {"s3_uri": run.feed.s3_uri},
-        )
+    source = await _source(deps, run)
+    info = source.info
     if not run.options.force:
         skipped = await _file_skip(deps, run, info.etag, info.size, started)
         if skipped is not None:
@@ -177,7 +171,7 @@ async def _load(
         try:
             async with conn.transaction():
                 result = await load.load(
-                    conn, deps.settings, deps.s3, run, (uri, info), progress, errors, deps.spawner
+                    conn, deps.settings, deps.s3, run, source, progress, errors, deps.spawner
                 )
                 if not run.options.dry_run:
                     await stage.mark_loaded(conn, run.feed_id)
@@ -187,20 +181,47 @@ async def _load(
         return result, info.etag, info.size
 
 
-async def _readable_uri(deps: Deps, run: ClaimedRun) -> S3Uri | None:
-    """The feed's object, if its tenant may still read it (an operator may have taken a
-    prefix back since it was registered); None answers like a missing object."""
+async def _source(deps: Deps, run: ClaimedRun) -> load.Source:
+    """The feed's object, or its part files (a pattern: ``s3://b/export/part-*.csv.gz``), as
+    they are now; FILE_NOT_FOUND if there is none, or its tenant may no longer read it (an
+    operator may have taken a prefix back since it was registered: answered alike)."""
     feed = run.feed
-    if not feed.s3_uri:
-        return None
+    pattern = feed.s3_uri or ""
+    missing = JobFailure(
+        "FILE_NOT_FOUND",
+        f"The feed's file {pattern} does not exist"
+        if not s3_events.is_pattern(pattern)
+        else f"No part file matches {pattern} (markers such as _SUCCESS are not parts)",
+        {"s3_uri": pattern},
+    )
     try:
-        uri = parse_s3_uri(feed.s3_uri)
+        uri = parse_s3_uri(
+            s3_events.fixed_part(pattern) + "x" if s3_events.is_pattern(pattern) else pattern
+        )
     except InvalidRequest:
-        return None
-    if feed.source == "upload":
-        return uri  # written by the gateway itself
-    allowed = await s3_prefixes.allowed(deps.pool, feed.tenant_id)
-    return uri if may_read(uri, feed.tenant_id, deps.settings.s3_bucket, allowed) else None
+        raise missing from None
+    if feed.source != "upload":  # an upload was written by the gateway itself
+        allowed = await s3_prefixes.allowed(deps.pool, feed.tenant_id)
+        if not may_watch(
+            s3_events.fixed_part(pattern), feed.tenant_id, deps.settings.s3_bucket, allowed
+        ):
+            raise missing
+    if not s3_events.is_pattern(pattern):
+        info = await head(deps.s3, uri)
+        if info is None:
+            raise missing
+        return load.Source(uri, info)
+    parts = await s3.list_parts(deps.s3, pattern)
+    if not parts:
+        raise missing
+    if len(parts) > s3.MAX_PARTS:
+        raise JobFailure(
+            "TOO_MANY_PARTS",
+            f"{pattern} matches more than {s3.MAX_PARTS} part files",
+            {"s3_uri": pattern, "limit": s3.MAX_PARTS},
+        )
+    folder = S3Uri(uri.bucket, uri.key[:-1])
+    return load.Source(folder, s3.parts_identity(parts), parts)
 
 
 async def _file_skip(
@@ -234,6 +255,7 @@ async def _file_skip(
         columns=last.columns,
         attributes=last.attributes,
         issues=last.issues,
+        files=last.files,
         first_error=None,
         duration_ms=ms_since(started),
         dry_run=run.options.dry_run,

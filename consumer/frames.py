@@ -33,6 +33,15 @@ class Cleaned(msgspec.Struct, array_like=True):
     example: str  # the first: "raw → cleaned"
 
 
+class PartRows(msgspec.Struct, array_like=True):
+    """One part of a multi-part file: its data rows and its lines (numbered through the
+    parts in order, as if they were one file, each part's header included)."""
+
+    rows_read: int
+    first_line: int  # its header
+    last_line: int
+
+
 class End(msgspec.Struct, tag="end"):
     rows_read: int
     rows_valid: int
@@ -52,6 +61,8 @@ class End(msgspec.Struct, tag="end"):
     kept_parts: int = 0
     encoding: str = ""  # the file's encoding as decoded (for ``auto``, the one found)
     cleaned: dict[str, Cleaned] = {}  # per column, by the slow path (the fast one changes none)
+    # Of a multi-part file (WorkerConfig.parts), each part's rows read and line range.
+    parts: list[PartRows] = []
 
 
 class Kept(msgspec.Struct, tag="kept"):
@@ -102,3 +113,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     batch_rows: int = 5000
     max_inflated_bytes: int = 20 * 1024**3
     max_inflate_ratio: int = 200
+    # A multi-part file: this many parts, each as length-prefixed chunks ending with an
+    # empty one (0: one file, its bytes as they are until stdin closes). Each part has its
+    # header; every part's must be the first one's.
+    parts: int = 0

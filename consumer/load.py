@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -30,11 +31,17 @@ from consumer.issues import Issues
 from consumer.progress import ErrorSink, Progress, count_text, ms_since
 from consumer.session import Spawner, WorkerSession
 from consumer.spool import Spool
-from service.core.contracts import ChangeLinks, FeedChanged, ValidationResult, encode_cursor
+from service.core.contracts import (
+    ChangeLinks,
+    FeedChanged,
+    FileResult,
+    ValidationResult,
+    encode_cursor,
+)
 from service.core.errors import JobFailure
-from service.core.s3 import ObjectInfo, S3Uri
+from service.core.s3 import ObjectInfo, Part, S3Uri
 from service.core.settings import Settings
-from service.core.store import changes, hash_sets
+from service.core.store import changes, hash_sets, rejections
 from service.core.store import products as stage
 from service.core.store.products import Duplicate
 from service.core.store.runs import ClaimedRun
@@ -73,7 +80,9 @@ class Streamed(msgspec.Struct):
     table: str | None  # the stage (None: nothing staged)
 
 
-async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) -> Plan:
+async def plan(
+    conn: asyncpg.Connection, settings: Settings, run: ClaimedRun, parts: int = 0
+) -> Plan:
     recognise = settings.recognise_rows
     direct = recognise and not run.options.dry_run and await stage.feed_is_empty(conn, run.feed_id)
     stored = recognise and not direct and await hash_sets.exists(conn, run.feed_id)
@@ -89,6 +98,7 @@ async def plan(conn: asyncpg.Connection, settings: Settings, run: ClaimedRun) ->
         direct_tail=f",{run.feed_id},{run.job_id},{run.attempt}" if direct else "",
         keep_set=run.options.mode if recognise and not run.options.dry_run else "",
         set_stored=stored,
+        parts=parts,
     )
     path = "direct" if direct else "recognising" if recognise else "staged"
     return Plan(path=path, config=config, record=settings.record_changes)
@@ -99,7 +109,7 @@ async def load(
     settings: Settings,
     s3: Any,
     run: ClaimedRun,
-    source: tuple[S3Uri, ObjectInfo],
+    source: Source,
     progress: Progress,
     errors: ErrorSink,
     spawner: Spawner,
@@ -107,15 +117,14 @@ async def load(
     started = progress.started
     phases = run.phases
     await stage.lock_feed(conn, run.feed_id)
-    chosen = await plan(conn, settings, run)
+    chosen = await plan(conn, settings, run, len(source.parts) if source.parts else 0)
     # The feed's last recorded change: what this run records comes after it.
     floor = await changes.last_seq(conn, run.feed_id) if chosen.record else 0
     # The hash pairs of the rows written, kept aside until the feed's new set is written.
     pairs = Spool() if chosen.config.keep_set else None
     try:
         async with await WorkerSession.spawn(chosen.config, run.job_id, spawner) as worker:
-            uri, info = source
-            worker.feed_file(s3, uri, info.etag, progress.read)  # asked for now, sent after
+            worker.feed_file(s3, source.objects(), progress.read, framed=bool(source.parts))
             await hashset.send_known(conn, worker, chosen.config, run.feed_id)
             worker.release_file()
             phases["known_ms"] = ms_since(started)
@@ -159,7 +168,39 @@ async def load(
         columns=header.mapped if header else None,
         attributes=header.attributes if header and header.attributes else None,
         issues=errors.issues.result(),
+        files=await _files(errors, run, source, end) if source.parts else None,
     )
+
+
+class Source(msgspec.Struct, frozen=True):
+    """What a run reads: one object, or the part files of a multi-part feed."""
+
+    uri: S3Uri  # the object (or the parts' folder)
+    info: ObjectInfo  # its size and ETag (the parts': see s3.parts_identity)
+    parts: list[Part] | None = None
+
+    def objects(self) -> list[tuple[S3Uri, str]]:
+        if self.parts is None:
+            return [(self.uri, self.info.etag)]
+        return [(S3Uri(self.uri.bucket, p.key), p.etag) for p in self.parts]
+
+
+async def _files(errors: ErrorSink, run: ClaimedRun, source: Source, end: End) -> list[FileResult]:
+    """Each part's bytes, rows read and rows rejected (its rejections by line range)."""
+    assert source.parts is not None
+    await errors.flush()
+    ranges = [(p.first_line, p.last_line) for p in end.parts]
+    rejected = await rejections.count_in_ranges(errors.pool, run.job_id, run.attempt, ranges)
+    return [
+        FileResult(
+            key=f"s3://{source.uri.bucket}/{part.key}",
+            bytes=part.size,
+            rows_read=rows.rows_read,
+            rows_rejected=n,
+            first_line=rows.first_line,
+        )
+        for part, rows, n in zip(source.parts, end.parts, rejected, strict=True)
+    ]
 
 
 def changes_url(job_id: str, attempt: int) -> str:
@@ -329,7 +370,12 @@ async def _stream(
 
 
 async def _stopped(worker: WorkerSession) -> JobFailure:
-    """The worker ended without its End frame: what it wrote on stderr says why."""
+    """The worker ended without its End frame: the file could not be read to its end
+    (FILE_CHANGED), or what the worker wrote on stderr says why."""
+    await asyncio.sleep(0)  # a feeder that has just failed has its exception set
+    failure = worker.feed_failure()
+    if isinstance(failure, JobFailure):
+        return failure
     return JobFailure(
         "PARSE_FAILED",
         "The parse worker stopped before the end",

@@ -49,7 +49,7 @@ class ConsumerMetrics:
         )
         self.s3_events = count(
             "feedjobs_s3_events",
-            "Object versions from S3 events, by outcome (loaded, pending, stale, unwatched)",
+            "Object versions from S3 events, by outcome (loaded, pending, stale, unwatched, part)",
             "outcome",
         )
         self.webhook_deliveries = count(

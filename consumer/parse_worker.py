@@ -20,7 +20,18 @@ import msgspec
 
 from consumer.csvread import FIELD_LIMIT, LineSource, Record, RecordReader
 from consumer.fastpath import FastPath
-from consumer.frames import Batch, Cleaned, End, Fatal, Frame, Header, Kept, WorkerConfig, pack
+from consumer.frames import (
+    Batch,
+    Cleaned,
+    End,
+    Fatal,
+    Frame,
+    Header,
+    Kept,
+    PartRows,
+    WorkerConfig,
+    pack,
+)
 from consumer.inflate import DecompressionLimit, Inflater
 from consumer.known import KnownRows
 from consumer.recognise import ErrorRow, Recogniser
@@ -69,76 +80,141 @@ def process(stdin: BinaryIO, out: BinaryIO, cfg: WorkerConfig) -> None:
                 return
             yield data
 
+    def part_chunks() -> Iterator[bytes]:
+        while size := int.from_bytes(_read_exactly(stdin, 4), "big"):
+            yield _read_exactly(stdin, size)
+
     started, cpu = time.monotonic(), time.process_time()
     known = read_known(stdin) if cfg.recognise else None
     timings = {"known": round((time.monotonic() - started) * 1000)}
-    inflater = Inflater(chunks(), cfg.max_inflated_bytes, cfg.max_inflate_ratio)
     used = [cfg.encoding]
 
     def record(encoding: str) -> None:
         used[0] = encoding
 
+    files = [part_chunks for _ in range(cfg.parts)] if cfg.parts else [chunks]
+    state = _Parts(known, cfg, emit)
     try:
-        source = LineSource(transcode(inflater, cfg.encoding, record))
-        reader = RecordReader(source, cfg.delimiter)
-        first = next(iter(reader), None)
-        if first is None:
-            emit(
-                _end(
-                    End(0, 0, 0, inflater.inflated, encoding=used[0]),
-                    Recogniser(known, "", cfg.delimiter),
-                    timings,
-                    started,
-                    cpu,
-                )
-            )
-            return
-        if first.fields is None:
-            emit(
-                Fatal(
-                    "INVALID_HEADER",
-                    f"The header line could not be read: "
-                    f"{FAULT_MESSAGES.get(first.fault or '', first.fault)}",
-                    {"line": first.line},
-                )
-            )
-            return
-        info = HeaderInfo(first.fields, cfg.columns, cfg.unknown_columns)
-        fault = info.fault()
-        if fault is not None:
-            emit(Fatal(*fault))
-            return
-        reader.give_back()  # the rest of the header's block may take the fast path
-        emit(
-            Header(
-                ignored=info.ignored,
-                mapped=info.mapped,
-                attributes=[name for _, name in info.attributes],
-            )
-        )
-        rows = Recogniser(
-            known,
-            cfg.direct_tail,
-            cfg.delimiter,
-            keep_set=bool(cfg.keep_set),
-            attributes=bool(info.attributes),
-        )
-
-        def parsed() -> int:
-            """The file's bytes (as stored) behind the rows read so far."""
-            behind = max(source.taken - reader.unread(), 0)
-            if not inflater.gzip:
-                return behind
-            return behind * inflater.consumed // max(inflater.inflated, 1)
-
-        end = _rows(reader, source, info, cfg, rows, emit, parsed)
-        end.inflated_bytes = inflater.inflated
+        for number, stream in enumerate(files, 1):
+            chunked = stream()
+            inflater = Inflater(chunked, cfg.max_inflated_bytes, cfg.max_inflate_ratio)
+            source = LineSource(transcode(inflater, cfg.encoding, record))
+            if not state.part(number, inflater, source):
+                return  # a fatal fault, emitted
+            if cfg.parts:
+                for _ in chunked:  # to its end mark (a gzip stream may end before it)
+                    pass
+        end = state.end
         end.encoding = used[0]
-        _finish(_end(end, rows, timings, started, cpu), rows, cfg, out)
+        if state.rows is None:  # no header anywhere: an empty file
+            end.rows_read = 0
+            emit(_end(end, Recogniser(known, "", cfg.delimiter), timings, started, cpu))
+            return
+        _finish(_end(end, state.rows, timings, started, cpu), state.rows, cfg, out)
     except DecompressionLimit as exc:
         emit(Fatal("DECOMPRESSION_LIMIT", exc.message, exc.details))
     except EncodingFault as exc:
         emit(Fatal("INVALID_ENCODING", exc.message, exc.details))
+
+
+class _Parts:
+    """The run through a file, or through each part of a multi-part one in turn: the first
+    header read decides the columns, the rows are recognised as one set (a sku in two parts
+    is a duplicate), and lines are numbered on through the parts."""
+
+    def __init__(self, known: KnownRows | None, cfg: WorkerConfig, emit: Callable[[Frame], None]):
+        self.known = known
+        self.cfg = cfg
+        self.emit = emit
+        self.info: HeaderInfo | None = None
+        self.header: list[str] = []
+        self.rows: Recogniser | None = None
+        self.end = End(0, 0, 0, 0)
+        self.lines = 0  # lines of the parts before this one
+        self.bytes_before = 0  # their bytes as stored
+
+    def part(self, number: int, inflater: Inflater, source: LineSource) -> bool:
+        """Read one part; False after emitting a fatal fault."""
+        cfg = self.cfg
+        reader = RecordReader(source, cfg.delimiter)
+        reader.lineno = self.lines
+        first = next(iter(reader), None)
+        where = {"part": number} if cfg.parts else {}
+        if first is None:  # an empty part: no header, no rows
+            self._close(inflater, reader, 0)
+            return True
+        if first.fields is None:
+            self.emit(
+                Fatal(
+                    "INVALID_HEADER",
+                    f"The header line{f' of part {number}' if cfg.parts else ''} could not be"
+                    f" read: {FAULT_MESSAGES.get(first.fault or '', first.fault)}",
+                    {"line": first.line, **where},
+                )
+            )
+            return False
+        if self.info is None:
+            self.info = HeaderInfo(first.fields, cfg.columns, cfg.unknown_columns)
+            fault = self.info.fault()
+            if fault is not None:
+                self.emit(Fatal(*fault))
+                return False
+            self.header = first.fields
+            self.emit(
+                Header(
+                    ignored=self.info.ignored,
+                    mapped=self.info.mapped,
+                    attributes=[name for _, name in self.info.attributes],
+                )
+            )
+            self.rows = Recogniser(
+                self.known,
+                cfg.direct_tail,
+                cfg.delimiter,
+                keep_set=bool(cfg.keep_set),
+                attributes=bool(self.info.attributes),
+            )
+        elif first.fields != self.header:
+            self.emit(
+                Fatal(
+                    "INVALID_HEADER",
+                    f"Part {number} has another header than the first part: every part of"
+                    " a feed must have the same columns, in the same order",
+                    {"line": first.line, "part": number, "expected": self.header[:50],
+                     "found": first.fields[:50]},
+                )
+            )  # fmt: skip
+            return False
+        reader.give_back()  # the rest of the header's block may take the fast path
+        assert self.rows is not None
+        before = self.bytes_before
+
+        def parsed() -> int:
+            """The file's bytes (as stored) behind the rows read so far."""
+            behind = max(source.taken - reader.unread(), 0)
+            if inflater.gzip:
+                behind = behind * inflater.consumed // max(inflater.inflated, 1)
+            return before + behind
+
+        done = _rows(reader, source, self.info, cfg, self.rows, self.emit, parsed)
+        self._close(inflater, reader, done.rows_read, first.line)
+        end = self.end
+        end.rows_read += done.rows_read
+        end.rows_valid += done.rows_valid
+        end.rows_rejected += done.rows_rejected
+        end.fast_rows += done.fast_rows
+        for column, seen in done.cleaned.items():
+            mine = end.cleaned.setdefault(column, Cleaned(0, [], seen.example))
+            mine.count += seen.count
+            mine.lines = (mine.lines + seen.lines)[:3]
+        return True
+
+    def _close(self, inflater: Inflater, reader: RecordReader, rows: int, first: int = 0) -> None:
+        self.end.inflated_bytes += inflater.inflated
+        self.bytes_before += inflater.compressed if inflater.gzip else inflater.inflated
+        if self.cfg.parts:
+            self.end.parts.append(PartRows(rows, first or self.lines + 1, reader.lineno))
+        self.lines = max(reader.lineno, self.lines)
 
 
 def _finish(end: End, rows: Recogniser, cfg: WorkerConfig, out: BinaryIO) -> None:

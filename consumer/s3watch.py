@@ -1,7 +1,9 @@
 """S3 object events in, runs of watching feeds out.
 
 Each new object version under a feed's ``watch`` becomes a submission job (the feed's file
-from then on) and a run of its validation job (``requested_by: s3_event``). An event that
+from then on) and a run of its validation job (``requested_by: s3_event``). A multi-part
+feed (its ``s3_uri`` a pattern of part files) runs once per complete set instead: on its
+folder's ``_SUCCESS`` or ``_manifest…`` object, never on a part. An event that
 is not newer than the newest taken for its (feed, key) is a duplicate or came out of order:
 it is acknowledged and ignored. If the job is busy, the version is recorded and the run
 happens once the job is idle (the scheduler looks for ``run_pending`` feeds).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.core import s3_events
+from service.core import s3, s3_events
 from service.core.contracts import RunOptions, SubmissionResult, encode
 from service.core.logs import get_logger
 from service.core.store import feeds as feeds_store
@@ -24,7 +26,7 @@ log = get_logger(__name__)
 
 async def take(pool: asyncpg.Pool, event: s3_events.S3Event) -> dict[str, int]:
     """Act on one event document; counts by outcome (loaded, pending, stale, unwatched)."""
-    counts = {"loaded": 0, "pending": 0, "stale": 0, "unwatched": 0}
+    counts = {"loaded": 0, "pending": 0, "stale": 0, "unwatched": 0, "part": 0}
     for obj in s3_events.created(event):
         async with pool.acquire() as conn:
             feeds = [
@@ -46,12 +48,17 @@ async def take(pool: asyncpg.Pool, event: s3_events.S3Event) -> dict[str, int]:
 async def _new_version(conn: asyncpg.Connection, feed_id: str, obj: s3_events.Created) -> str:
     feed = await feeds_store.lock_feed_row(conn, feed_id)
     assert feed is not None
+    parts = feed.s3_uri is not None and s3_events.is_pattern(feed.s3_uri)
+    if parts and not s3.completes_a_set(obj.key):
+        log.info("s3_event_part", feed_id=feed_id, key=obj.key)  # its set is not complete
+        return "part"
     seen = await watch_store.newest_seen(conn, feed_id, obj.key)
     if not s3_events.newer(obj.sequencer, seen):
         log.info("s3_event_stale", feed_id=feed_id, key=obj.key, sequencer=obj.sequencer)
         return "stale"
     await watch_store.record(conn, feed_id, obj.key, obj.sequencer, obj.etag, obj.size)
-    uri = f"s3://{obj.bucket}/{obj.key}"
+    # the new version: the object, or all the parts its marker says are complete
+    uri = feed.s3_uri if parts else f"s3://{obj.bucket}/{obj.key}"
     js_id = await watch_store.initial_submission(conn, feed_id)
     if js_id is None:
         js_id, _ = await feeds_store.new_submission(conn, feed.tenant_id, feed_id)

@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from consumer.frames import Frame, WorkerConfig, decoder
-from service.core.s3 import S3Uri, read_stream
+from service.core.errors import JobFailure
+from service.core.s3 import ObjectChanged, S3Uri, read_stream
 
 PIPE_BYTES = 1024 * 1024  # Linux's default limit for an unprivileged process
 
@@ -125,24 +126,47 @@ class WorkerSession:
             self._stdin.write(len(data).to_bytes(4, "big") + data)
             await self._stdin.drain()
 
-    def feed_file(self, s3: Any, uri: S3Uri, etag: str, on_chunk: Callable[[int], None]) -> None:
-        """Stream the object to the worker's stdin, in a task of its own. The object is
-        asked for at once, so that S3's time to the first byte passes while the stored
-        hashes are still on their way; its bytes go to the worker only after them
-        (``release_file``)."""
+    def feed_file(
+        self,
+        s3: Any,
+        files: list[tuple[S3Uri, str]],
+        on_chunk: Callable[[int], None],
+        *,
+        framed: bool = False,
+    ) -> None:
+        """Stream the object (or each part of a multi-part file, ``framed`` as
+        ``WorkerConfig.parts`` says) to the worker's stdin, in a task of its own. The first
+        object is asked for at once, so that S3's time to the first byte passes while the
+        stored hashes are still on their way; its bytes go to the worker only after them
+        (``release_file``). Each object is read only as it was listed (its ETag): one
+        replaced or deleted meanwhile fails the run ``FILE_CHANGED``."""
 
         async def feed() -> None:
             try:
-                async for chunk in read_stream(s3, uri, if_match=etag):
-                    await self._file_gate.wait()
-                    on_chunk(len(chunk))
-                    self._stdin.write(chunk)
-                    await self._stdin.drain()
+                for uri, etag in files:
+                    async for chunk in read_stream(s3, uri, if_match=etag):
+                        await self._file_gate.wait()
+                        on_chunk(len(chunk))
+                        self._stdin.write(
+                            len(chunk).to_bytes(4, "big") + chunk if framed else chunk
+                        )
+                        await self._stdin.drain()
+                    if framed:
+                        await self._file_gate.wait()
+                        self._stdin.write(b"\0\0\0\0")  # the end of this part
                 # Never close stdin before the stored hashes are all sent: an empty object
                 # has no chunk to wait on, and a closed pipe would cut them short.
                 await self._file_gate.wait()
             except (BrokenPipeError, ConnectionResetError):
                 return  # the worker stopped reading (a fatal fault it reports itself)
+            except ObjectChanged as exc:
+                await self._file_gate.wait()  # the stored hashes are not cut short
+                raise JobFailure(
+                    "FILE_CHANGED",
+                    f"{exc.message}: a feed's file (each part of it) must stay as it is until"
+                    " its run has read it; run again to load the new version",
+                    {"s3_uri": str(uri)},
+                ) from exc
             except asyncio.CancelledError:
                 raise
             except BaseException:
@@ -158,6 +182,13 @@ class WorkerSession:
     def release_file(self) -> None:
         """The stored hashes (if any) are sent: the file's bytes may follow them."""
         self._file_gate.set()
+
+    def feed_failure(self) -> BaseException | None:
+        """What reading the file raised, if it has ended so."""
+        task = self._feeder
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
 
     async def file_sent(self) -> None:
         """Wait for the whole file to be sent (raises what reading it raised)."""

@@ -64,6 +64,9 @@ JOB_ERROR_CODES: dict[str, str] = {
     "TOO_MANY_DELETIONS": "a snapshot that would delete more than max_deleted_ratio of the"
     " feed's live products; nothing was written",
     "FILE_NOT_FOUND": "the feed's object does not exist, or the tenant may not read it",
+    "FILE_CHANGED": "the file (or one of its parts) was replaced or deleted while the run read"
+    " it; nothing was written",
+    "TOO_MANY_PARTS": "a multi-part feed's pattern matches more than 10,000 part files",
     "FEED_NOT_READY": "the feed has no stored file (its first upload failed or is under way)",
     "CANCELLED": "cancelled by a client; nothing was written",
     "WORKER_LOST": "MAX_ATTEMPTS consumers running this run request stopped renewing its lease",
@@ -112,6 +115,8 @@ JobErrorCode = Literal[
     "INVALID_ATTRIBUTE_NAME",
     "TOO_MANY_DELETIONS",
     "FILE_NOT_FOUND",
+    "FILE_CHANGED",
+    "TOO_MANY_PARTS",
     "FEED_NOT_READY",
     "CANCELLED",
     "WORKER_LOST",
@@ -217,6 +222,10 @@ class RegisterFeed(Struct, forbid_unknown_fields=True, kw_only=True):
     # Load every new object version that arrives there (S3 event notifications): s3_uri is
     # then an exact key, or a prefix ending in '/' with an optional glob (s3://b/in/*.csv).
     watch: bool = False
+    # s3_uri names the part files of one version (a prefix ending in '/', or a glob in its
+    # last segment: s3://b/export/part-*.csv.gz), loaded together as one file; with watch,
+    # once per complete set (its _SUCCESS or _manifest object).
+    parts: bool = False
 
 
 class UpdateFeed(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -354,6 +363,18 @@ class Issue(Struct, kw_only=True):
     docs: str  # where docs/feed-format.md explains the code
 
 
+class FileResult(Struct):
+    """One part file of a multi-part feed's run."""
+
+    key: str  # s3://bucket/key
+    bytes: int
+    rows_read: int
+    rows_rejected: int
+    # Its header's line: lines are numbered through the parts in key order, as if they were
+    # one file (each part's header counted), so its line n is first_line + n - 1.
+    first_line: int
+
+
 class ValidationResult(Struct, kw_only=True):
     rows_read: int
     rows_valid: int
@@ -380,6 +401,8 @@ class ValidationResult(Struct, kw_only=True):
     attributes: list[str] | None = None
     # Rejections (errors) and warnings per (code, column), errors first.
     issues: list[Issue] | None = None
+    # A multi-part feed's parts, in key order (None: a feed of one file).
+    files: list[FileResult] | None = None
 
 
 # A feed's product as the API shows it: declared by the column registry.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import posixpath
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ import aiohttp
 import botocore.exceptions
 import msgspec
 
+from service.core import s3_events
 from service.core.errors import InvalidRequest, PayloadTooLarge, StorageError
 from service.core.settings import Settings
 
@@ -189,6 +191,65 @@ async def head(client: Any, uri: S3Uri) -> ObjectInfo | None:
     return ObjectInfo(size=int(resp["ContentLength"]), etag=str(resp["ETag"]).strip('"'))
 
 
+class ObjectChanged(StorageError):
+    """The object was replaced or deleted since the run looked at it (If-Match failed)."""
+
+
+class Part(msgspec.Struct, frozen=True):
+    """One part file of a multi-part feed, as listed."""
+
+    key: str
+    size: int
+    etag: str
+
+
+MAX_PARTS = 10_000
+
+
+def is_marker(key: str) -> bool:
+    """``_SUCCESS``, ``_manifest.json``, ``.part-0.crc``: what Spark, Hadoop, Hive and most
+    exporters write beside their part files; never a part itself."""
+    return posixpath.basename(key).startswith(("_", "."))
+
+
+def completes_a_set(key: str) -> bool:
+    """``_SUCCESS`` (Spark, Hadoop, Hive) or ``_manifest…``, both written after every part:
+    what a watched multi-part feed runs on. Not ``_started_…`` or ``_committed_…``."""
+    name = posixpath.basename(key)
+    return name == "_SUCCESS" or name.startswith("_manifest")
+
+
+async def list_parts(client: Any, pattern: str) -> list[Part]:
+    """The part files ``pattern`` names (``s3://b/export/`` or ``s3://b/export/part-*.csv``:
+    the objects directly in that folder, matching the glob if any, markers left out), in key
+    order; at most MAX_PARTS + 1 (the caller refuses more)."""
+    folder = s3_events.fixed_part(pattern)
+    uri = parse_s3_uri(folder + "x")
+    prefix = uri.key[:-1]
+    parts: list[Part] = []
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=uri.bucket, Prefix=prefix, Delimiter="/"):
+        for obj in page.get("Contents", []):
+            key = str(obj["Key"])
+            if is_marker(key) or not s3_events.matches(pattern, uri.bucket, key):
+                continue
+            parts.append(Part(key, int(obj["Size"]), str(obj["ETag"]).strip('"')))
+            if len(parts) > MAX_PARTS:
+                return parts
+    return sorted(parts, key=lambda p: p.key)
+
+
+def parts_identity(parts: list[Part]) -> ObjectInfo:
+    """One (size, etag) for a set of parts: a run of the same set is a run of the same file
+    (its skip, its record); any part added, removed or rewritten makes another."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for p in parts:
+        digest.update(f"{p.key}\t{p.etag}\t{p.size}\n".encode())
+    return ObjectInfo(
+        size=sum(p.size for p in parts), etag=f"parts-{len(parts)}-{digest.hexdigest()}"
+    )
+
+
 async def read_stream(
     client: Any, uri: S3Uri, *, chunk_size: int = 1024 * 1024, if_match: str | None = None
 ) -> AsyncIterator[bytes]:
@@ -196,7 +257,13 @@ async def read_stream(
     kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
     if if_match:
         kwargs["IfMatch"] = if_match
-    resp = await client.get_object(**kwargs)
+    try:
+        resp = await client.get_object(**kwargs)
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("412", "PreconditionFailed", "404", "NoSuchKey"):
+            raise ObjectChanged(f"{uri} was replaced or deleted while the run read it") from exc
+        raise
     body = resp["Body"]
     try:
         while True:

@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from service.core import ids, s3_events, schedules
+from service.core import ids, s3, s3_events, schedules
 from service.core.contracts import (
     DEFAULT_MAX_DELETED_RATIO,
     ENCODINGS,
@@ -261,8 +261,16 @@ async def _register(request: web.Request) -> web.Response:
     assert body is not None
     p = principal(request)
     pool = request.app[appkeys.POOL]
+    if body.parts:
+        return await _register_parts(request, body)
     if body.watch and s3_events.is_pattern(body.s3_uri):
         return await _register_watch(request, body)
+    if s3_events.is_pattern(body.s3_uri):
+        raise InvalidRequest(
+            f"{body.s3_uri[:200]} is a prefix or a pattern: set parts: true to load the part"
+            " files it names as one file, or watch: true to load each new file there",
+            details={"field": "s3_uri", "s3_uri": body.s3_uri[:200]},
+        )
     uri = parse_s3_uri(body.s3_uri)
     allowed = may_read(
         uri, p.tenant_id, settings.s3_bucket, await s3_prefixes.allowed(pool, p.tenant_id)
@@ -275,12 +283,29 @@ async def _register(request: web.Request) -> web.Response:
             details={"field": "s3_uri", "s3_uri": str(uri)},
         )
     result = SubmissionResult(bytes=info.size, sha256=None, s3_uri=str(uri), etag=info.etag)
-    async with pool.acquire() as conn, conn.transaction():
+    return await _create_registered(
+        request, body, str(uri), posixpath.basename(uri.key), result, watch=str(uri)
+    )
+
+
+async def _create_registered(
+    request: web.Request,
+    body: RegisterFeed,
+    s3_uri: str | None,
+    name: str,
+    result: SubmissionResult | None,
+    *,
+    watch: str,
+) -> web.Response:
+    """The feed of a registration: its file (``result``: stored; None: none yet), and what
+    it watches when ``body.watch``."""
+    p = principal(request)
+    async with request.app[appkeys.POOL].acquire() as conn, conn.transaction():
         feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
             conn,
             tenant_id=p.tenant_id,
-            name=body.name or posixpath.basename(uri.key),
-            s3_uri=str(uri),
+            name=body.name or name,
+            s3_uri=s3_uri,
             source="register",
             mode=body.mode,
             delimiter=body.delimiter,
@@ -291,53 +316,67 @@ async def _register(request: web.Request) -> web.Response:
             unknown_columns=body.unknown_columns,
             description=body.description,
             tags=body.tags,
-            submission_status="completed",
-            submission_result=encode(result).decode(),
+            submission_status="created" if result is None else "completed",
+            submission_result=None if result is None else encode(result).decode(),
         )
         if body.watch:
-            await feeds_store.set_watch(conn, feed_id, str(uri))
+            await feeds_store.set_watch(conn, feed_id, watch)
     log.info("feed_created", feed_id=feed_id, source="register", watch=body.watch)
     return json_response(
         FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
     )
 
 
+async def _readable_folder(request: web.Request, body: RegisterFeed) -> str:
+    """The folder of a pattern (``s3://b/in/`` of ``s3://b/in/*.csv``), if the tenant may read
+    every object in it (else the 400 of a folder that does not exist)."""
+    settings = request.app[appkeys.SETTINGS]
+    folder = s3_events.fixed_part(body.s3_uri)
+    parse_s3_uri(folder + "x")  # the usual 400 for a malformed s3 URI
+    p = principal(request)
+    allowed = await s3_prefixes.allowed(request.app[appkeys.POOL], p.tenant_id)
+    if not may_watch(folder, p.tenant_id, settings.s3_bucket, allowed):
+        raise InvalidRequest(
+            f"Prefix {folder} does not exist or is not readable",
+            details={"field": "s3_uri", "s3_uri": body.s3_uri},
+        )
+    return folder
+
+
 async def _register_watch(request: web.Request, body: RegisterFeed) -> web.Response:
     """A feed that follows a prefix: no file yet; the first object event brings one."""
-    settings = request.app[appkeys.SETTINGS]
-    p = principal(request)
-    pool = request.app[appkeys.POOL]
     watch = body.s3_uri
-    parse_s3_uri(s3_events.fixed_part(watch) + "x")  # the usual 400 for a malformed s3 URI
-    allowed = await s3_prefixes.allowed(pool, p.tenant_id)
-    if not may_watch(s3_events.fixed_part(watch), p.tenant_id, settings.s3_bucket, allowed):
+    await _readable_folder(request, body)
+    return await _create_registered(request, body, None, watch, None, watch=watch)
+
+
+async def _register_parts(request: web.Request, body: RegisterFeed) -> web.Response:
+    """A feed whose file is the part files a pattern names, loaded as one at each run (and,
+    watched, run by its folder's _SUCCESS or _manifest object)."""
+    pattern = body.s3_uri
+    if not s3_events.is_pattern(pattern):
         raise InvalidRequest(
-            f"Prefix {s3_events.fixed_part(watch)} does not exist or is not readable",
-            details={"field": "s3_uri", "s3_uri": watch},
+            "With parts, s3_uri names the part files: a prefix ending in '/'"
+            " (s3://bucket/export/) or a glob in its last segment (s3://bucket/export/part-*.csv)",
+            details={"field": "s3_uri", "s3_uri": pattern[:200]},
         )
-    async with pool.acquire() as conn, conn.transaction():
-        feed_id, js_id, jv_id, _ = await feeds_store.create_feed(
-            conn,
-            tenant_id=p.tenant_id,
-            name=body.name or watch,
-            s3_uri=None,
-            source="register",
-            mode=body.mode,
-            delimiter=body.delimiter,
-            max_rejected_rows=body.max_rejected_rows,
-            max_deleted_ratio=body.max_deleted_ratio,
-            encoding=body.encoding,
-            columns=body.columns,
-            unknown_columns=body.unknown_columns,
-            description=body.description,
-            tags=body.tags,
-            submission_status="created",
+    folder = await _readable_folder(request, body)
+    parts = await s3.list_parts(request.app[appkeys.S3], pattern)
+    if len(parts) > s3.MAX_PARTS:
+        raise InvalidRequest(
+            f"{pattern[:200]} matches more than {s3.MAX_PARTS} part files",
+            details={"field": "s3_uri", "limit": s3.MAX_PARTS},
         )
-        await feeds_store.set_watch(conn, feed_id, watch)
-    log.info("feed_created", feed_id=feed_id, source="register", watch=True)
-    return json_response(
-        FeedCreated(feed_id, js_id, jv_id), status=201, headers={"Location": f"/feeds/{feed_id}"}
-    )
+    if not parts and not body.watch:
+        raise InvalidRequest(
+            f"No part file matches {pattern[:200]} (markers such as _SUCCESS are not parts)",
+            details={"field": "s3_uri", "s3_uri": pattern[:200]},
+        )
+    result = None
+    if parts:
+        ident = s3.parts_identity(parts)
+        result = SubmissionResult(bytes=ident.size, sha256=None, s3_uri=pattern, etag=ident.etag)
+    return await _create_registered(request, body, pattern, pattern, result, watch=folder)
 
 
 @routes.put("/feeds/{feed_id}/file")

@@ -40,6 +40,25 @@ async def list_errors(
     return [(r["ordinal"], _row_error(r)) for r in rows]
 
 
+async def count_in_ranges(
+    db: asyncpg.Pool, job_id: str, attempt: int, ranges: list[tuple[int, int]]
+) -> list[int]:
+    """The run's rejections whose line lies in each [first, last] range (a part's lines)."""
+    if not ranges:
+        return []
+    rows = await db.fetch(
+        "SELECT r.i, count(e.line) AS n FROM unnest($3::int[], $4::int[])"
+        " WITH ORDINALITY AS r(first, last, i)"
+        " LEFT JOIN job_errors e ON e.job_id = $1 AND e.attempt = $2"
+        " AND e.line BETWEEN r.first AND r.last GROUP BY r.i ORDER BY r.i",
+        job_id,
+        attempt,
+        [f for f, _ in ranges],
+        [last for _, last in ranges],
+    )
+    return [int(r["n"]) for r in rows]
+
+
 async def latest_errors_attempt(db: asyncpg.Pool, job_id: str) -> int:
     attempt: int | None = await db.fetchval(
         "SELECT max(attempt) FROM job_runs WHERE job_id = $1"
