@@ -167,8 +167,16 @@ def more_consumers(stack: Stack, n: int) -> list[subprocess.Popen[bytes]]:
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
+    """A process's CPU seconds with its children's: those it has reaped, and those alive."""
     t = proc.cpu_times()
-    return float(t.user + t.system + t.children_user + t.children_system)
+    total = float(t.user + t.system + t.children_user + t.children_system)
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system
+    return total
 
 
 class Meters:

@@ -12,21 +12,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.cluster.ports import free_port
+from tests.cluster.tools import free_port, run
 
 BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
 
 
 def _as_postgres(*args: str, timeout: float = 120) -> str:
-    done = subprocess.run(
-        ["runuser", "-u", "postgres", "--", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)}: {done.stdout}\n{done.stderr}")
-    return done.stdout
+    return run(["runuser", "-u", "postgres", "--", *args], timeout=timeout)
 
 
 class Server:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster.ports import free_port
+from tests.cluster.tools import free_port, run
 
 
 @dataclass
@@ -53,16 +53,7 @@ class Node:
         }
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            ["rabbitmqctl", "-n", self.name, *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.name}: {done.stderr}")
-        return done.stdout
+        return run(["rabbitmqctl", "-n", self.name, *args], env=self.env(), timeout=timeout)
 
     def os_pid(self) -> int | None:
         try:

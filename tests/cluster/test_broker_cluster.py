@@ -20,8 +20,8 @@ import pytest
 from service.core.bus import Names, connect
 from service.core.settings import Settings
 from service.core.store import keys as keys_store
-from tests.cluster.ports import free_port
 from tests.cluster.rabbit import RabbitCluster, rabbit_cluster
+from tests.cluster.tools import free_port
 from tests.conftest import wait_for
 from tests.integration.conftest import ACME_KEY, consumer_process
 from tests.integration.feeds import generate
