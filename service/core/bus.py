@@ -175,7 +175,9 @@ async def connect(amqp_url: str, name: str = "feedjobs") -> AbstractConnection:
             _lost(node, None, exc)
             if len(nodes) == 1:
                 raise
-            errors.append(f"{node_label(node)}: {type(exc).__name__}: {exc}"[:200])
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            log.warning("amqp_node_unreachable", node=node_label(node), error=error, name=name)
+            errors.append(f"{node_label(node)}: {error}")
             continue
         _suspects.pop(node, None)
         if len(nodes) > 1:

@@ -123,6 +123,13 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # aiormq logs a refused connection at ERROR and raises it too: our own reconnect loop
+    # says so once, as the warning it is (bus.connect, retry.retry_forever).
+    logging.getLogger("aiormq.connection").addFilter(_not_a_refused_transport)
+
+
+def _not_a_refused_transport(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("error when creating transport")
 
 
 def _text(renderer: structlog.types.Processor) -> structlog.types.Processor:

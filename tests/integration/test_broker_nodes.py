@@ -77,6 +77,9 @@ async def test_a_node_that_refuses_is_tried_last_and_all_refusing_is_named(setti
                 await conn.close()
                 if dead_url in bus._suspects:
                     break
+        refused = [e for e in logs if e["event"] == "amqp_node_unreachable"]
+        assert refused and {e["node"] for e in refused} == {f"127.0.0.1:{dead.port}"}
+        assert refused[0]["log_level"] == "warning" and "guest" not in str(refused[0])
         connected = {e["node"] for e in logs if e["event"] == "amqp_node_connected"}
         assert connected == {settings.amqp_url.split("@")[1].rstrip("/")}
         assert dead_url in bus._suspects  # refused: marked ...

@@ -3,7 +3,9 @@ or a merchant's export write them) loads all its parts as one version, in one tr
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 
 import msgspec
 
@@ -121,13 +123,37 @@ async def test_a_part_with_another_header_fails_and_writes_nothing(
 async def test_a_part_that_disappears_mid_run_fails_file_changed(
     client, acme, consumer, settings, db, tmp_path
 ):
+    """A snapshot of five parts, part 3 rejection-heavy, part 5 deleted while part 1 is read:
+    the run fails FILE_CHANGED and the products stay those of the previous version."""
     bucket = settings.s3_bucket
     await allow_prefix(db, "acme", f"s3://{bucket}/big/")
-    first, _ = generate(tmp_path, 150_000)
-    await put(settings, "big/p1.csv", first)
-    await put(settings, "big/p2.csv", HEADER + rows(0, 5))
-    ids = await register(client, acme, {"s3_uri": f"s3://{bucket}/big/*.csv", "parts": True})
+    data, _ = generate(tmp_path, 150_020)  # cut into parts, each with the header
+    header, *lines = data.splitlines(keepends=True)
+    names = next(csv.reader([header.decode()]))
+    template = next(csv.reader([lines[0].decode()]))
+    broken = io.StringIO()
+    for i in range(500):
+        row = dict(zip(names, template, strict=True), sku=f"B-{i}", price="not-a-price")
+        csv.writer(broken, lineterminator="\n").writerow(row[n] for n in names)
+    tail = lines[150_000:]
+    parts = {
+        "big/p1.csv": header + b"".join(lines[:150_000]),
+        "big/p2.csv": header + b"".join(tail[0:5]),
+        "big/p3.csv": header + b"".join(tail[5:10]) + broken.getvalue().encode(),
+        "big/p4.csv": header + b"".join(tail[10:15]),
+        "big/p5.csv": header + b"".join(tail[15:20]),
+    }
+    for key, body in parts.items():
+        await put(settings, key, body)
+    ids = await register(
+        client, acme, {"s3_uri": f"s3://{bucket}/big/*.csv", "parts": True, "mode": "snapshot"}
+    )
     jv = ids["validation_job_id"]
+    done = await run_and_wait(client, acme, jv)
+    assert done["status"] == "completed" and done["result"]["files"][2]["rows_rejected"] == 500
+    before = await live(db, ids["feed_id"])
+    assert len(before) == 150_020
+    await put(settings, "big/p2.csv", header + b"".join(tail[0:4]))  # a new version of the set
     assert (await client.post(f"/jobs/{jv}/run", headers=acme)).status == 202
 
     async def reading() -> bool:
@@ -135,11 +161,11 @@ async def test_a_part_that_disappears_mid_run_fails_file_changed(
         return job["status"] == "running" and (job["progress"] or {}).get("rows_read", 0) > 0
 
     await wait_for(reading, timeout=30, interval=0.01)
-    await delete(settings, "big/p2.csv")  # listed at the start, read last
+    await delete(settings, "big/p5.csv")  # listed at the start, read last
     job = await wait_for(lambda: _terminal(client, acme, jv), timeout=60)
     assert job["status"] == "failed" and job["error"]["code"] == "FILE_CHANGED", job
-    assert "big/p2.csv" in job["error"]["details"]["s3_uri"]
-    assert await live(db, ids["feed_id"]) == {}
+    assert "big/p5.csv" in job["error"]["details"]["s3_uri"]
+    assert await live(db, ids["feed_id"]) == before  # nothing written, nothing deleted
 
 
 async def _terminal(client, acme, jv):
