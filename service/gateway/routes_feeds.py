@@ -152,7 +152,6 @@ async def _receive(
     app = request.app
     pool = app[appkeys.POOL]
     lease = app[appkeys.SETTINGS].upload_lease_seconds
-    await lifecycle.renew_upload(pool, js_id, lease)
     heartbeat = asyncio.create_task(_keep_leased(pool, js_id, lease), name=f"lease-{js_id}")
     try:
         stored = await upload_stream(app[appkeys.S3], uri, body.chunks(), limit=body.limit)
@@ -186,6 +185,13 @@ async def _receive(
         )
     app[appkeys.WATCHER].cache.invalidate(js_id)
     log.info("upload_stored", feed_id=feed_id, job_id=js_id, bytes=stored.bytes)
+
+
+async def _lease(request: web.Request, conn: asyncpg.Connection, js_id: str) -> None:
+    """A receiving submission's first lease, in the transaction that creates it: one whose
+    gateway cannot write a lease (the database cut just then) must not be left receiving,
+    leaseless, until UPLOAD_DEADLINE_SECONDS (make soak found JS00186 so)."""
+    await lifecycle.renew_upload(conn, js_id, request.app[appkeys.SETTINGS].upload_lease_seconds)
 
 
 async def _keep_leased(pool: asyncpg.Pool, js_id: str, lease: float) -> None:
@@ -247,6 +253,7 @@ async def create_feed(request: web.Request) -> web.Response:
             tags=opts["tags"],
             submission_status="running",
         )
+        await _lease(request, conn, js_id)
     uri = upload_uri(bucket, p.tenant_id, feed_id, js_id)
     log.info("feed_created", feed_id=feed_id, source="upload")
     await _receive(request, body, feed_id, js_id, uri)
@@ -413,6 +420,7 @@ async def replace_file(request: web.Request) -> web.Response:
                 details={"feed_id": feed_id},
             )
         js_id, _ = await feeds_store.new_submission(conn, p.tenant_id, feed_id)
+        await _lease(request, conn, js_id)
     uri = upload_uri(request.app[appkeys.SETTINGS].s3_bucket, p.tenant_id, feed_id, js_id)
     await _receive(request, body, feed_id, js_id, uri)
     return json_response(

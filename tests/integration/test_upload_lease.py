@@ -11,6 +11,7 @@ import msgspec
 
 from consumer import sweeper
 from service.core.store import feeds as feeds_store
+from tests.conftest import wait_for
 from tests.integration.conftest import gateway, upload_feed
 
 FEED = b"sku,name,price,currency\nA-1,Cap,1.00,EUR\n"
@@ -86,3 +87,37 @@ async def test_a_slow_upload_keeps_its_lease(settings, db, acme):
         assert swept == 0  # 4 s of a 1.5 s lease, renewed every 0.5 s
         job = await (await client.get(f"/jobs/{ids['submission_job_id']}", headers=acme)).json()
         assert job["status"] == "completed"
+
+
+async def test_a_submission_is_never_receiving_without_a_lease(settings, db, acme):
+    """The first lease is written by the transaction that creates the submission (its
+    ``lease_until`` is exactly ``created_at`` + the lease): a database cut right after it
+    leaves a submission the sweeper fails within the lease, not one without a lease that
+    waits UPLOAD_DEADLINE_SECONDS (make soak found JS00186 so). So for a new version too."""
+    release = asyncio.Event()
+
+    async def held_body():
+        yield b"sku,name,price,currency\n"
+        await release.wait()
+        yield b"S-1,Thing,1.00,EUR\n"
+
+    async with gateway(settings, db) as client:
+        headers = {**acme, "Content-Type": "text/csv"}
+        ids = await (await client.post("/feeds", data=FEED, headers=headers)).json()
+        for path, method in (
+            ("/feeds", client.post),
+            (f"/feeds/{ids['feed_id']}/file", client.put),
+        ):
+            release.clear()
+            upload = asyncio.create_task(method(path, data=held_body(), headers=headers))
+
+            async def receiving():
+                return await db.fetchrow(
+                    "SELECT id, lease_until - created_at AS lease FROM jobs"
+                    " WHERE job_type = 'submission' AND status = 'running'"
+                )
+
+            row = await wait_for(receiving, timeout=10)
+            assert row["lease"].total_seconds() == settings.upload_lease_seconds, path
+            release.set()
+            assert (await upload).status == 201
