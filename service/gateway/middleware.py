@@ -39,6 +39,8 @@ _ID_PREFIX = secrets.token_hex(12)
 _ID_COUNTER = itertools.count(1)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+# A download has sent its headers: the request can no longer be answered again.
+STREAMING = web.RequestKey("streaming", bool)
 PROTECTED = ("/jobs", "/feeds", "/webhooks")  # where an unmatched path still needs a key
 
 
@@ -116,7 +118,8 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(exc, request_id)
     except GONE as exc:  # PostgreSQL (or S3) not reachable: 503, not 500
         reads = request.app[appkeys.READS]
-        if request.method in ("GET", "HEAD") and reads.standby_failed(exc):
+        again = request.method in ("GET", "HEAD") and not request.get(STREAMING, False)
+        if again and reads.standby_failed(exc):
             # read from a standby that went away: the same request again, on the primary
             return await _answer(request, handler, request_id)
         log.warning("database_unavailable", error=str(exc))

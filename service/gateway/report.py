@@ -18,7 +18,7 @@ from aiohttp import web
 from service.core.logs import get_logger
 from service.core.store import rejections
 from service.gateway import appkeys
-from service.gateway.middleware import read_pool
+from service.gateway.middleware import STREAMING, read_pool
 
 log = get_logger(__name__)
 PAGE_ROWS = 2000
@@ -98,6 +98,7 @@ async def stream(
     timeout = app[appkeys.SETTINGS].stream_send_timeout_seconds
     with app[appkeys.STREAMS].take(tenant_id):
         resp = web.StreamResponse(headers=headers)
+        request[STREAMING] = True
         await resp.prepare(request)
         async for data in chunks:
             if data and not await _send(request, resp, data, timeout):
