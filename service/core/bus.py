@@ -21,6 +21,7 @@ from aio_pika.abc import (
 )
 
 from service.core.logs import get_logger
+from service.core.settings import broker_nodes
 
 log = get_logger(__name__)
 DELIVERY_LIMIT = 5
@@ -116,12 +117,6 @@ async def declare_topology(channel: AbstractChannel, names: Names) -> dict[str, 
         "s3_events": s3_events,
         "s3_queue": s3_queue,
     }
-
-
-def broker_nodes(amqp_url: str) -> list[str]:
-    """The broker nodes ``AMQP_URL`` names: one URL, or several comma-separated (the nodes
-    of one cluster, in any order)."""
-    return [u.strip() for u in amqp_url.split(",") if u.strip()]
 
 
 def node_label(url: str) -> str:

@@ -89,12 +89,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dev_data_dir: str = ".data"  # make run: where the embedded S3's objects are kept
 
     def __post_init__(self) -> None:
-        nodes = [u.strip() for u in self.amqp_url.split(",") if u.strip()]
+        nodes = broker_nodes(self.amqp_url)
         if not nodes or not all(n.startswith(("amqp://", "amqps://")) for n in nodes):
             raise ValueError(
                 "AMQP_URL must be one amqp:// or amqps:// URL, or several comma-separated"
                 " (the nodes of one cluster)"
             )
+
+
+def broker_nodes(amqp_url: str) -> list[str]:
+    """The broker nodes ``AMQP_URL`` names: one URL, or several comma-separated (the nodes
+    of one cluster, in any order)."""
+    return [u.strip() for u in amqp_url.split(",") if u.strip()]
 
 
 # Environment variable -> field; every field is reachable by its upper-case name.
